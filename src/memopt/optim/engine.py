@@ -202,9 +202,7 @@ class MemoptOptimizer(Optimizer):
                     "param_groups; the checkpoint does not belong to this optimizer."
                 )
             param, group, name = params_by_id[pid]
-            state = {
-                k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()
-            }
+            state = {k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()}
             self._check_loaded_state(param, state, group, name)
             new_state[param] = state
         self.state = new_state
