@@ -68,6 +68,7 @@ def _orthonormal_rows(r: int, n: int, seed: int) -> torch.Tensor:
         ((4096,), -2, 32, 128),
         ((6,), 10, 6, 1),  # k > N clamps to N
         ((3,), -2, 1, 3),  # floor(sqrt(3) / 2) = 0 -> target clamped to 1
+        ((30,), -2, 2, 15),  # sqrt(30) / 2 = 2.74: truncated to 2, not rounded to 3
         ((4, 4), 1, 1, 16),
     ],
 )
