@@ -488,9 +488,7 @@ def test_full_rank_keep_policy_with_reordered_topk_is_not_plain_momentum():
 def test_beta1_zero_numerator_is_gradient(proj_type, policy, shape):
     theta0, grads = _randn(*shape, seed=29), _grads(shape, 7, seed=30)
     trace: list[dict] = []
-    sm, _ = _sm(
-        theta0, grads, beta1=0.0, proj_type=proj_type, rank=2, update_proj_gap=3, policy=policy, trace=trace
-    )
+    sm, _ = _sm(theta0, grads, beta1=0.0, proj_type=proj_type, rank=2, update_proj_gap=3, policy=policy, trace=trace)
     for g, entry in zip(grads, trace, strict=True):
         torch.testing.assert_close(entry["numerator"], g, rtol=0, atol=1e-12)
     assert [e["rebuilt"] for e in trace] == [True, False, True, False, False, True, False]
@@ -656,9 +654,7 @@ def test_sm_first_step_decay_before_update_and_bc1_on_whole_numerator():
     shape, lr, wd, beta1 = (5, 3), 0.1, 0.5, 0.9
     theta0, g = _randn(*shape, seed=82), _randn(*shape, seed=83)
     trace: list[dict] = []
-    run, _ = _sm(
-        theta0, [g], lr=lr, weight_decay=wd, beta1=beta1, subset_size=None, eps=0.0, rank=2, trace=trace
-    )
+    run, _ = _sm(theta0, [g], lr=lr, weight_decay=wd, beta1=beta1, subset_size=None, eps=0.0, rank=2, trace=trace)
     proj = trace[0]["projector"]
     in_span = proj.back_project(proj.project(g))
     residual = g - in_span

@@ -25,6 +25,8 @@ import torch
 BASIS_TYPES = ("svd", "randomized")
 SELECTION_TYPES = ("topk", "uniform")
 PROJ_TYPES = BASIS_TYPES + SELECTION_TYPES
+#: projectors that draw random numbers (from a generator seeded per parameter and step)
+RANDOM_TYPES = ("randomized", "uniform")
 
 #: extra sketch columns and power iterations of the randomized range finder
 RANDOMIZED_OVERSAMPLE = 8
@@ -50,10 +52,11 @@ def projected_shape(shape: tuple[int, ...], rank: int, layout: str) -> tuple[int
     return {"right": (m, rank), "left": (rank, n), "rows": (rank, n), "cols": (m, rank)}[layout]
 
 
-def _top_right_singular_vectors(mat: torch.Tensor, rank: int) -> torch.Tensor:
-    """``r x n`` orthonormal rows spanning the top-``rank`` right singular subspace (exact SVD)."""
-    _, _, vh = torch.linalg.svd(mat, full_matrices=False)
-    return vh[:rank]
+def _top_singular_vectors(grad: torch.Tensor, rank: int, layout: str) -> torch.Tensor:
+    """``rank x short`` orthonormal rows spanning the top-``rank`` singular subspace of the shorter side:
+    right singular vectors of a tall ``grad``, left ones of a wide ``grad`` (one exact SVD of ``grad``)."""
+    u, _, vh = torch.linalg.svd(grad, full_matrices=False)
+    return vh[:rank] if layout == "right" else u[:, :rank].T.contiguous()
 
 
 def _randomized_right_singular_vectors(mat: torch.Tensor, rank: int, generator: torch.Generator) -> torch.Tensor:
@@ -74,17 +77,17 @@ def _randomized_right_singular_vectors(mat: torch.Tensor, rank: int, generator: 
 
 
 def build(
-    grad: torch.Tensor, proj_type: str, rank: int, state: dict, generator: torch.Generator, storage_dtype: torch.dtype
+    grad: torch.Tensor, proj_type: str, rank: int, state: dict, generator: torch.Generator | None, storage_dtype: torch.dtype
 ) -> None:
     """Compute a projector from the 2-D ``grad`` and write it into ``state`` (keys in the module doc)."""
     layout = layout_for(tuple(grad.shape), proj_type)
     state["sm_layout"] = layout
     if proj_type in BASIS_TYPES:
         work = grad.float() if grad.dtype in (torch.float16, torch.bfloat16) else grad
-        mat = work if layout == "right" else work.T  # long x short
         if proj_type == "svd":
-            basis = _top_right_singular_vectors(mat, rank)
+            basis = _top_singular_vectors(work, rank, layout)
         else:
+            mat = work if layout == "right" else work.T  # long x short
             basis = _randomized_right_singular_vectors(mat, rank, generator)
         state["sm_basis"] = basis.to(storage_dtype)
     else:

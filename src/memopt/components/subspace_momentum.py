@@ -103,8 +103,10 @@ class SubspaceMomentum(MomentumEstimator):
         state = ps.state
         had_projector = "sm_layout" in state
         old = {k: state[k] for k in ("sm_layout", "sm_basis", "sm_indices") if k in state}
-        generator = torch.Generator(device=ps.grad.device)
-        generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
+        generator = None
+        if group["proj_type"] in projectors.RANDOM_TYPES:
+            generator = torch.Generator(device=ps.grad.device)
+            generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
         rank = effective_rank(tuple(ps.grad.shape), group)
         projectors.build(ps.grad, group["proj_type"], rank, state, generator, ps.param.dtype)
         if not had_projector:

@@ -58,15 +58,17 @@ class StateMemoryRow:
 def state_memory_report(
     model: nn.Module,
     names: Iterable[str],
-    build: Callable[[nn.Module, str], Optimizer] | None = None,
+    hparams: dict[str, dict[str, Any]] | None = None,
     *,
+    build: Callable[..., Optimizer] | None = None,
     reference: str = "adamw",
     seed: int = 0,
 ) -> list[StateMemoryRow]:
     """State bytes of each optimizer in ``names`` (and ``reference``) on ``model``, after one step.
 
     One step with seeded random gradients creates every state, projector bases included; the model's
-    parameters and gradients are restored afterwards. ``build`` defaults to ``memopt.build_optimizer``.
+    parameters and gradients are restored afterwards. ``hparams[name]`` are passed to
+    ``build(model, name, **hparams[name])``, which defaults to ``memopt.build_optimizer``.
     """
     from memopt.optim.registry import build_optimizer
 
@@ -79,7 +81,7 @@ def state_memory_report(
     measured: dict[str, int] = {}
     try:
         for name in order:
-            optimizer = build(model, name)
+            optimizer = build(model, name, **(hparams or {}).get(name, {}))
             for p in params:
                 p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype)
             optimizer.step()

@@ -237,6 +237,10 @@ class MemoptOptimizer(Optimizer):
                     f"{name} has a sparse gradient; memopt optimizers need dense gradients. Use "
                     "nn.Embedding(sparse=False), or torch.optim.SparseAdam for that parameter."
                 )
+            if not grad.is_contiguous():
+                # one canonical memory order, so that reductions and matmuls (and hence results) do not
+                # depend on the gradient's strides
+                grad = grad.contiguous()
             state = self.state[param]
             if "step" not in state:
                 self._init_state(param, state, group)
