@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers import make_grads, make_params, run
+from tests.reference import naive
 
 import memopt
 from memopt.components import projectors
 from memopt.components.subspace_momentum import projector_seed
-from tests.helpers import make_grads, make_params, run
-from tests.reference import naive
 
 STEPS = 30
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import memopt
 from tests.helpers import make_grads, make_params, run
 from tests.reference import naive
+
+import memopt
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*clamped")
 

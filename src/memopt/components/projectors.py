@@ -77,7 +77,12 @@ def _randomized_right_singular_vectors(mat: torch.Tensor, rank: int, generator: 
 
 
 def build(
-    grad: torch.Tensor, proj_type: str, rank: int, state: dict, generator: torch.Generator | None, storage_dtype: torch.dtype
+    grad: torch.Tensor,
+    proj_type: str,
+    rank: int,
+    state: dict,
+    generator: torch.Generator | None,
+    storage_dtype: torch.dtype,
 ) -> None:
     """Compute a projector from the 2-D ``grad`` and write it into ``state`` (keys in the module doc)."""
     layout = layout_for(tuple(grad.shape), proj_type)
