@@ -1,3 +1,35 @@
-"""memopt: memory-efficient and accelerated first-order optimizers for PyTorch."""
+"""memopt: memory-efficient and accelerated first-order optimizers for PyTorch.
+
+Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`memopt.optim.engine`);
+``build_optimizer`` builds any of them by registry name, ``list_optimizers`` lists the names, and
+``state_bytes`` counts the exact bytes an optimizer's state holds.
+"""
+
+from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
+from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
+from memopt.optim.engine import MemoptOptimizer
+from memopt.optim.presets import AdaGradNorm, AdaGradSN, AdaGradSNSM, AdamWSN, AdamWSNSM, RMSPropSN
+from memopt.optim.registry import build_optimizer, list_optimizers, recommended_hparams
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "AdaGradNorm",
+    "AdaGradSN",
+    "AdaGradSNSM",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "AdamWSN",
+    "AdamWSNSM",
+    "MemoptOptimizer",
+    "RMSPropSN",
+    "RMSprop",
+    "build_optimizer",
+    "format_state_report",
+    "list_optimizers",
+    "recommended_hparams",
+    "state_bytes",
+    "state_memory_report",
+]

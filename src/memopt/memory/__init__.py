@@ -1,0 +1,1 @@
+"""Memory accounting: exact optimizer-state bytes, and reports comparing optimizers."""

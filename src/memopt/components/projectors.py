@@ -1,0 +1,148 @@
+"""Projectors onto a low-dimensional subspace of a matrix gradient, for Subspace-Momentum.
+
+A projector maps an ``m x n`` gradient ``G`` to a smaller matrix ``P(G)`` and back with ``P*``; ``P* P`` is
+an orthogonal projector (idempotent, symmetric), so ``G - P*(P(G))`` is the part of the gradient in the
+orthogonal complement. Two families, following the Subset-Norm/Subspace-Momentum paper (arXiv 2411.07120):
+
+* **basis projectors** compress the *shorter* side with ``r`` orthonormal vectors ``Q`` (``r x short``):
+  tall (``m >= n``, layout ``"right"``): ``P(G) = G Q^T`` (``m x r``), ``P*(X) = X Q``;
+  wide (layout ``"left"``): ``P(G) = Q G`` (``r x n``), ``P*(X) = Q^T X``.
+  ``svd``: the top-``r`` singular vectors of ``G`` (exact, ``torch.linalg.svd``).
+  ``randomized``: a randomized range finder (Halko, Martinsson & Tropp 2011) with oversampling and power
+  iterations, drawn from a generator seeded per parameter and step so that a resumed run draws the same.
+* **selection projectors** keep ``r`` of the rows (tall, layout ``"rows"``) or columns (wide, ``"cols"``)
+  along the *longer* side: ``P(G) = G[idx]``, ``P*`` scatters back into zeros.
+  ``topk``: the rows/columns of largest L2 norm; ``uniform``: a uniformly random subset (no replacement).
+
+State written by :func:`build` into the parameter's state: ``sm_layout`` (str), and ``sm_basis``
+(``r x short``, basis projectors) or ``sm_indices`` (int64, selection projectors).
+"""
+
+from __future__ import annotations
+
+import torch
+
+BASIS_TYPES = ("svd", "randomized")
+SELECTION_TYPES = ("topk", "uniform")
+PROJ_TYPES = BASIS_TYPES + SELECTION_TYPES
+#: projectors that draw random numbers (from a generator seeded per parameter and step)
+RANDOM_TYPES = ("randomized", "uniform")
+
+#: extra sketch columns and power iterations of the randomized range finder
+RANDOMIZED_OVERSAMPLE = 8
+RANDOMIZED_POWER_ITERS = 2
+
+
+def layout_for(shape: tuple[int, ...], proj_type: str) -> str:
+    """``"right"``/``"left"`` (basis) or ``"rows"``/``"cols"`` (selection) for a matrix of ``shape``."""
+    tall = shape[0] >= shape[1]
+    if proj_type in BASIS_TYPES:
+        return "right" if tall else "left"
+    return "rows" if tall else "cols"
+
+
+def max_rank(shape: tuple[int, ...], proj_type: str) -> int:
+    """The largest meaningful rank: the shorter side for basis projectors, the longer for selection."""
+    return min(shape) if proj_type in BASIS_TYPES else max(shape)
+
+
+def projected_shape(shape: tuple[int, ...], rank: int, layout: str) -> tuple[int, int]:
+    """Shape of ``P(G)`` (and of the momentum buffer) for a ``shape`` matrix."""
+    m, n = shape
+    return {"right": (m, rank), "left": (rank, n), "rows": (rank, n), "cols": (m, rank)}[layout]
+
+
+def _top_singular_vectors(grad: torch.Tensor, rank: int, layout: str) -> torch.Tensor:
+    """``rank x short`` orthonormal rows spanning the top-``rank`` singular subspace of the shorter side:
+    right singular vectors of a tall ``grad``, left ones of a wide ``grad`` (one exact SVD of ``grad``)."""
+    u, _, vh = torch.linalg.svd(grad, full_matrices=False)
+    return vh[:rank] if layout == "right" else u[:, :rank].T.contiguous()
+
+
+def _randomized_right_singular_vectors(mat: torch.Tensor, rank: int, generator: torch.Generator) -> torch.Tensor:
+    """Randomized estimate of the top-``rank`` right singular vectors of ``mat`` (``long x short``).
+
+    Written here rather than calling ``torch.svd_lowrank`` because that draws from the global RNG; a
+    per-parameter generator keeps the optimizer from disturbing the training's random stream and makes
+    resumed runs draw the same sketches.
+    """
+    short = mat.shape[1]
+    width = min(short, rank + RANDOMIZED_OVERSAMPLE)
+    sketch = torch.randn(mat.shape[0], width, generator=generator, device=mat.device, dtype=mat.dtype)
+    basis, _ = torch.linalg.qr(mat.T @ sketch)  # short x width, spans the row space of mat
+    for _ in range(RANDOMIZED_POWER_ITERS):
+        basis, _ = torch.linalg.qr(mat.T @ (mat @ basis))
+    _, _, vh = torch.linalg.svd(mat @ basis, full_matrices=False)  # small: long x width
+    return (vh[:rank] @ basis.T).contiguous()  # rank x short, orthonormal rows
+
+
+def build(
+    grad: torch.Tensor,
+    proj_type: str,
+    rank: int,
+    state: dict,
+    generator: torch.Generator | None,
+    storage_dtype: torch.dtype,
+) -> None:
+    """Compute a projector from the 2-D ``grad`` and write it into ``state`` (keys in the module doc)."""
+    layout = layout_for(tuple(grad.shape), proj_type)
+    state["sm_layout"] = layout
+    if proj_type in BASIS_TYPES:
+        work = grad.float() if grad.dtype in (torch.float16, torch.bfloat16) else grad
+        if proj_type == "svd":
+            basis = _top_singular_vectors(work, rank, layout)
+        else:
+            mat = work if layout == "right" else work.T  # long x short
+            basis = _randomized_right_singular_vectors(mat, rank, generator)
+        state["sm_basis"] = basis.to(storage_dtype)
+    else:
+        dim = 1 if layout == "rows" else 0
+        long = grad.shape[0] if layout == "rows" else grad.shape[1]
+        if proj_type == "topk":
+            norms = torch.linalg.vector_norm(grad, dim=dim)
+            indices = torch.topk(norms, rank).indices
+        else:
+            indices = torch.randperm(long, generator=generator, device=grad.device)[:rank]
+        state["sm_indices"] = indices.to(torch.int64)
+
+
+def down(x: torch.Tensor, state: dict) -> torch.Tensor:
+    """``P(x)`` for a gradient-shaped ``x``."""
+    layout = state["sm_layout"]
+    if layout == "right":
+        return x @ state["sm_basis"].to(x.dtype).T
+    if layout == "left":
+        return state["sm_basis"].to(x.dtype) @ x
+    return x.index_select(0 if layout == "rows" else 1, state["sm_indices"])
+
+
+def up(y: torch.Tensor, state: dict, shape: tuple[int, int]) -> torch.Tensor:
+    """``P*(y)``: back to a gradient-shaped tensor of ``shape``."""
+    layout = state["sm_layout"]
+    if layout == "right":
+        return y @ state["sm_basis"].to(y.dtype)
+    if layout == "left":
+        return state["sm_basis"].to(y.dtype).T @ y
+    dim = 0 if layout == "rows" else 1
+    return torch.zeros(shape, dtype=y.dtype, device=y.device).index_copy_(dim, state["sm_indices"], y)
+
+
+def carry(momentum: torch.Tensor, old: dict, new: dict) -> torch.Tensor:
+    """Express a momentum buffer held in projector ``old`` in projector ``new`` (the ``transform`` policy).
+
+    Basis projectors rotate it (``M Q_old^T Q_new`` on the right, ``Q_new Q_old^T M`` on the left);
+    selection projectors move the rows/columns selected by both to their new positions and zero the rest.
+    """
+    layout = new["sm_layout"]
+    if layout == "right":
+        return momentum @ (old["sm_basis"].to(momentum.dtype) @ new["sm_basis"].to(momentum.dtype).T)
+    if layout == "left":
+        return (new["sm_basis"].to(momentum.dtype) @ old["sm_basis"].to(momentum.dtype).T) @ momentum
+    dim = 0 if layout == "rows" else 1
+    old_idx, new_idx = old["sm_indices"], new["sm_indices"]
+    match = new_idx.unsqueeze(1) == old_idx.unsqueeze(0)  # new position x old position
+    has_old = match.any(dim=1)
+    source = match.float().argmax(dim=1)
+    carried = momentum.index_select(dim, source)
+    mask_shape = (-1, 1) if dim == 0 else (1, -1)
+    return carried * has_old.view(mask_shape).to(momentum.dtype)

@@ -1,0 +1,104 @@
+"""Exact accounting of the memory an optimizer's state holds.
+
+What is counted, for every entry of ``optimizer.state``: each tensor's ``numel * element_size`` (a storage
+shared by several state entries is counted once), 8 bytes for a Python int or float (a ``step``
+counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). Parameters, gradients and
+temporaries of the step are not optimizer state and are not counted here (see the memory planner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+
+def _value_bytes(value: Any, seen: set[tuple[int, int]]) -> int:
+    if torch.is_tensor(value):
+        key = (value.untyped_storage().data_ptr(), value.storage_offset()) if value.device.type != "meta" else None
+        if key is not None and key in seen:
+            return 0
+        if key is not None:
+            seen.add(key)
+        return value.numel() * value.element_size()
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, (int, float)):
+        return 8
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, dict):
+        return sum(_value_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_value_bytes(v, seen) for v in value)
+    if value is None:
+        return 0
+    raise TypeError(f"state_bytes cannot count a state value of type {type(value).__name__}.")
+
+
+def state_bytes(optimizer: Optimizer) -> int:
+    """The exact number of bytes held by ``optimizer``'s state (see the module docstring)."""
+    seen: set[tuple[int, int]] = set()
+    return sum(_value_bytes(state, seen) for state in optimizer.state.values())
+
+
+@dataclass(frozen=True)
+class StateMemoryRow:
+    """One optimizer's state memory on a model, and its share of the reference optimizer's."""
+
+    name: str
+    bytes: int
+    percent_of_reference: float
+
+
+def state_memory_report(
+    model: nn.Module,
+    names: Iterable[str],
+    hparams: dict[str, dict[str, Any]] | None = None,
+    *,
+    build: Callable[..., Optimizer] | None = None,
+    reference: str = "adamw",
+    seed: int = 0,
+) -> list[StateMemoryRow]:
+    """State bytes of each optimizer in ``names`` (and ``reference``) on ``model``, after one step.
+
+    One step with seeded random gradients creates every state, projector bases included; the model's
+    parameters and gradients are restored afterwards. ``hparams[name]`` are passed to
+    ``build(model, name, **hparams[name])``, which defaults to ``memopt.build_optimizer``.
+    """
+    from memopt.optim.registry import build_optimizer
+
+    build = build or build_optimizer
+    names = list(names)
+    order = [reference, *[n for n in names if n != reference]]
+    params = [p for p in model.parameters() if p.requires_grad]
+    saved = [(p.detach().clone(), p.grad) for p in params]
+    generator = torch.Generator().manual_seed(seed)
+    measured: dict[str, int] = {}
+    try:
+        for name in order:
+            optimizer = build(model, name, **(hparams or {}).get(name, {}))
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype)
+            optimizer.step()
+            measured[name] = state_bytes(optimizer)
+            del optimizer
+            with torch.no_grad():
+                for p, (value, _) in zip(params, saved):
+                    p.copy_(value)
+    finally:
+        for p, (_, grad) in zip(params, saved):
+            p.grad = grad
+    base = measured[reference]
+    return [StateMemoryRow(n, measured[n], 100.0 * measured[n] / base if base else float("nan")) for n in order]
+
+
+def format_state_report(rows: list[StateMemoryRow], reference: str = "adamw") -> str:
+    """A plain-text table of a :func:`state_memory_report`."""
+    lines = [f"{'optimizer':<16}{'state MiB':>12}{'% of ' + reference:>12}"]
+    lines += [f"{r.name:<16}{r.bytes / 2**20:>12.2f}{r.percent_of_reference:>11.1f}%" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,330 @@
+"""The one optimizer engine under every memopt preset.
+
+For each parameter with a gradient, one step is::
+
+    g      <- -grad if maximize else grad;   g <- g + wd * theta      (coupled weight decay, Adam/SGD style)
+    theta  <- theta * (1 - lr * wd)                                     (decoupled weight decay, AdamW style)
+    N      <- momentum.numerator(g)                                     (none, EMA, heavy ball, subspace)
+    V      <- second_moment.update(g)                                   (none, coordinate, Subset-Norm, AdaGrad-Norm)
+    U      <- N / D(V)                                                  (second_moment.precondition)
+    U      <- B <- mu_u * B + U                                         (optional: ``update_momentum``, RMSProp's)
+    theta  <- theta - lr / (1 + (t - 1) * lr_decay) / bc1(t) * U
+
+The estimators are chosen per parameter group by ``momentum_type`` and ``second_moment_type`` and keep all
+their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two paths run the same math:
+
+* the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters;
+* the **fast** path (``foreach=None`` or ``True``), used for float32/float64 contiguous parameters whose
+  state has their dtype: in-place updates, ``torch._foreach_*`` over the group, and the final combine fused
+  into one ``addcdiv_``. Tests hold it equal to the reference path.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.optim import Optimizer
+
+from memopt.components import storage
+from memopt.components.adagrad_norm import AdaGradNormSecondMoment
+from memopt.components.base import MomentumEstimator, ParamStep, SecondMomentEstimator
+from memopt.components.momentum import EMAMomentum, HeavyBallMomentum, NoMomentum
+from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
+from memopt.components.subset_norm import SubsetNormSecondMoment
+from memopt.components.subspace_momentum import SubspaceMomentum
+from memopt.optim.validation import check_betas, check_choice, check_non_negative
+
+MOMENTUM_ESTIMATORS: dict[str, MomentumEstimator] = {
+    "none": NoMomentum(),
+    "ema": EMAMomentum(),
+    "heavy_ball": HeavyBallMomentum(),
+    "subspace": SubspaceMomentum(),
+}
+
+SECOND_MOMENT_ESTIMATORS: dict[str, SecondMomentEstimator] = {
+    "none": NoSecondMoment(),
+    "coordinate": CoordinateSecondMoment(),
+    "subset_norm": SubsetNormSecondMoment(),
+    "adagrad_norm": AdaGradNormSecondMoment(),
+}
+
+#: hyperparameters every group has, with their defaults
+ENGINE_HYPERPARAMETERS: dict[str, Any] = {
+    "lr": 1e-3,
+    "betas": (0.9, 0.999),
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "decoupled_weight_decay": True,
+    "bias_correction": True,
+    "maximize": False,
+    "lr_decay": 0.0,
+    "update_momentum": 0.0,
+    "momentum_type": "ema",
+    "second_moment_type": "coordinate",
+    "foreach": None,
+}
+
+_FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEstimator]:
+    """The estimators a group uses. ``rank=None`` turns Subspace-Momentum into EMA momentum and
+    ``subset_size=None`` turns Subset-Norm into coordinate-wise accumulators."""
+    momentum_type = group["momentum_type"]
+    if momentum_type == "subspace" and group.get("rank") is None:
+        momentum_type = "ema"
+    second_type = group["second_moment_type"]
+    if second_type == "subset_norm" and group.get("subset_size") is None:
+        second_type = "coordinate"
+    return MOMENTUM_ESTIMATORS[momentum_type], SECOND_MOMENT_ESTIMATORS[second_type]
+
+
+def param_name(group: dict, group_index: int, position: int, param: torch.Tensor) -> str:
+    """A name for messages: the parameter's name when the group has ``param_names``, else its position."""
+    names = group.get("param_names")
+    if names is not None and position < len(names):
+        return f"parameter {names[position]!r}"
+    return f"param_groups[{group_index}]['params'][{position}] (shape {tuple(param.shape)})"
+
+
+class MemoptOptimizer(Optimizer):
+    """Base class of every memopt optimizer: a ``torch.optim.Optimizer`` assembled from estimators.
+
+    Subclasses (the presets) only choose ``defaults``. Groups may override any hyperparameter, including
+    ``momentum_type`` and ``second_moment_type``.
+    """
+
+    def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], defaults: dict[str, Any]) -> None:
+        super().__init__(params, {**ENGINE_HYPERPARAMETERS, **defaults})
+
+    # ----------------------------------------------------------------------------------------- groups
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self._complete_group(group)
+            self._validate_group(group, len(self.param_groups) - 1)
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    @staticmethod
+    def _complete_group(group: dict) -> None:
+        check_choice("momentum_type", group["momentum_type"], MOMENTUM_ESTIMATORS)
+        check_choice("second_moment_type", group["second_moment_type"], SECOND_MOMENT_ESTIMATORS)
+        declared = (MOMENTUM_ESTIMATORS[group["momentum_type"]], SECOND_MOMENT_ESTIMATORS[group["second_moment_type"]])
+        for estimator in (*declared, *resolve_estimators(group)):
+            for key, default in estimator.hyperparameters.items():
+                group.setdefault(key, default)
+        if isinstance(group["betas"], list):
+            group["betas"] = tuple(group["betas"])
+
+    @staticmethod
+    def _validate_group(group: dict, group_index: int) -> None:
+        for key in ("lr", "eps", "weight_decay", "lr_decay", "update_momentum"):
+            check_non_negative(key, group[key])
+        check_betas(group["betas"])
+        momentum, second = resolve_estimators(group)
+        momentum.validate_group(group)
+        second.validate_group(group)
+        for position, param in enumerate(group["params"]):
+            name = param_name(group, group_index, position, param)
+            if param.is_complex():
+                raise ValueError(
+                    f"{name} is complex; memopt optimizers handle real parameters. Optimize "
+                    "torch.view_as_real(param) instead, or use a torch.optim optimizer for it."
+                )
+            momentum.check_param(param, group, name)
+            second.check_param(param, group, name)
+
+    # ------------------------------------------------------------------------------------------- state
+    @staticmethod
+    def _init_state(param: torch.Tensor, state: dict, group: dict) -> None:
+        momentum, second = resolve_estimators(group)
+        state["step"] = 0
+        momentum.init_state(param, state, group)
+        second.init_state(param, state, group)
+        if group["update_momentum"] > 0:
+            state["update_buffer"] = storage.zeros_elementwise(param)
+
+    def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
+        """Reject state that this group's estimators would not have created for ``param``."""
+        momentum, second = resolve_estimators(group)
+        fresh: dict = {}
+        self._init_state(param.detach().to("meta"), fresh, group)
+        expected = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in fresh.items()}
+        expected.update(momentum.state_shapes(param, state, group))
+        expected.update(second.state_shapes(param, state, group))
+        hint = (
+            " The checkpoint was saved from a different model or optimizer configuration (for example "
+            "another rank, subset_size or optimizer); load it into the configuration it was saved from."
+        )
+        unknown = sorted(set(state) - set(expected))
+        if unknown:
+            raise ValueError(f"Cannot load optimizer state for {name}: unexpected state keys {unknown}.{hint}")
+        missing = sorted(set(fresh) - set(state))
+        if missing:
+            raise ValueError(f"Cannot load optimizer state for {name}: missing state keys {missing}.{hint}")
+        if not isinstance(state["step"], int):
+            raise ValueError(f"Cannot load optimizer state for {name}: 'step' must be an int.{hint}")
+        for key, value in state.items():
+            shape = expected[key]
+            if torch.is_tensor(value) and shape is not None and tuple(value.shape) != shape:
+                raise ValueError(
+                    f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(value.shape)}, "
+                    f"expected {shape}.{hint}"
+                )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a ``state_dict()``, keeping every state tensor's dtype exactly as saved.
+
+        ``torch.optim.Optimizer.load_state_dict`` casts floating state to the parameter's dtype (and would
+        turn int64 projector indices or float32 accumulators of bfloat16 parameters into something else);
+        here the groups are loaded by torch and the per-parameter state by memopt, moved to the
+        parameter's device only, and checked against the group's estimators.
+        """
+        saved_state = state_dict["state"]
+        super().load_state_dict({**state_dict, "state": {}})
+        params_by_id: dict[Any, tuple[torch.Tensor, dict, str]] = {}
+        for group_index, (saved_group, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
+            self._complete_group(group)
+            for position, (pid, param) in enumerate(zip(saved_group["params"], group["params"])):
+                params_by_id[pid] = (param, group, param_name(group, group_index, position, param))
+        new_state: defaultdict[torch.Tensor, dict] = defaultdict(dict)
+        for pid, saved in saved_state.items():
+            if pid not in params_by_id:
+                raise ValueError(
+                    f"Cannot load optimizer state: state for parameter id {pid!r} has no parameter in "
+                    "param_groups; the checkpoint does not belong to this optimizer."
+                )
+            param, group, name = params_by_id[pid]
+            state = {k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()}
+            self._check_loaded_state(param, state, group, name)
+            new_state[param] = state
+        self.state = new_state
+
+    # -------------------------------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one optimization step. ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        index = 0
+        for group_index, group in enumerate(self.param_groups):
+            self._step_group(group, group_index, index)
+            index += len(group["params"])
+        return loss
+
+    def _step_group(self, group: dict, group_index: int, first_index: int) -> None:
+        momentum, second = resolve_estimators(group)
+        use_fast = group["foreach"] is not False and group["update_momentum"] == 0
+        fast: list[ParamStep] = []
+        reference: list[ParamStep] = []
+        group_state = self.state[group["params"][0]] if group["params"] else {}
+        for position, param in enumerate(group["params"]):
+            if param.grad is None:
+                continue
+            name = param_name(group, group_index, position, param)
+            grad = param.grad
+            if grad.is_sparse:
+                raise ValueError(
+                    f"{name} has a sparse gradient; memopt optimizers need dense gradients. Use "
+                    "nn.Embedding(sparse=False), or torch.optim.SparseAdam for that parameter."
+                )
+            if not grad.is_contiguous():
+                # one canonical memory order, so that reductions and matmuls (and hence results) do not
+                # depend on the gradient's strides
+                grad = grad.contiguous()
+            state = self.state[param]
+            if "step" not in state:
+                self._init_state(param, state, group)
+            state["step"] += 1
+            eligible = use_fast and self._fast_eligible(param, state)
+            cdtype = storage.compute_dtype(param)
+            if not eligible:
+                grad = grad.to(cdtype)
+            work = param if param.dtype == cdtype else param.to(cdtype)
+            ps = ParamStep(param, work, grad, state, state["step"], first_index + position, name, group_state)
+            (fast if eligible else reference).append(ps)
+        if not fast and not reference:
+            return
+        self._process_gradients(fast, group, foreach=True)
+        self._process_gradients(reference, group, foreach=False)
+        second.prepare_group(fast + reference, group)
+        if fast:
+            self._fast_update(fast, group, momentum, second)
+        for ps in reference:
+            self._reference_update(ps, group, momentum, second)
+
+    @staticmethod
+    def _fast_eligible(param: torch.Tensor, state: dict) -> bool:
+        return (
+            param.dtype in _FAST_DTYPES
+            and param.is_contiguous()
+            and all(v.dtype == param.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+        )
+
+    @staticmethod
+    def _process_gradients(steps: list[ParamStep], group: dict, *, foreach: bool) -> None:
+        """Apply ``maximize`` and coupled weight decay to the gradients (new tensors; ``.grad`` is kept)."""
+        if not steps:
+            return
+        wd = group["weight_decay"]
+        coupled = wd != 0 and not group["decoupled_weight_decay"]
+        if foreach:
+            grads = [ps.grad for ps in steps]
+            if group["maximize"]:
+                grads = torch._foreach_neg(grads)
+            if coupled:
+                grads = torch._foreach_add(grads, [ps.work for ps in steps], alpha=wd)
+            for ps, grad in zip(steps, grads):
+                ps.grad = grad
+            return
+        for ps in steps:
+            if group["maximize"]:
+                ps.grad = -ps.grad
+            if coupled:
+                ps.grad = ps.grad.add(ps.work, alpha=wd)
+
+    @staticmethod
+    def _step_size(group: dict, momentum: MomentumEstimator, step: int) -> float:
+        lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
+        return lr / momentum.bias_correction(group, step)
+
+    def _reference_update(
+        self, ps: ParamStep, group: dict, momentum: MomentumEstimator, second: SecondMomentEstimator
+    ) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        if wd != 0 and group["decoupled_weight_decay"]:
+            ps.work.mul_(1 - lr * wd)
+        numerator = momentum.numerator(ps, group)
+        second.update(ps, group)
+        update = second.precondition(numerator, ps, group)
+        mu = group["update_momentum"]
+        if mu > 0:
+            if "update_buffer" not in ps.state:
+                ps.state["update_buffer"] = storage.zeros_elementwise(ps.param)
+            buffer = storage.load(ps.state, "update_buffer", update.dtype)
+            buffer.mul_(mu).add_(update)
+            storage.store(ps.state, "update_buffer", buffer)
+            update = buffer
+        ps.work.add_(update, alpha=-self._step_size(group, momentum, ps.step))
+        if ps.work is not ps.param:
+            ps.param.copy_(ps.work)
+
+    def _fast_update(
+        self, steps: list[ParamStep], group: dict, momentum: MomentumEstimator, second: SecondMomentEstimator
+    ) -> None:
+        lr, wd = group["lr"], group["weight_decay"]
+        if wd != 0 and group["decoupled_weight_decay"]:
+            torch._foreach_mul_([ps.work for ps in steps], 1 - lr * wd)
+        numerators = momentum.numerator_many(steps, group)
+        second.update_many(steps, group)
+        step_sizes = [self._step_size(group, momentum, ps.step) for ps in steps]
+        second.apply_many(steps, numerators, step_sizes, group)

@@ -1,0 +1,239 @@
+"""The Subset-Norm / Subspace-Momentum family and AdaGrad-Norm, as presets of the memopt engine.
+
+Nguyen & Nguyen, "Lean and Mean Adaptive Optimization via Subset-Norm and Subspace-Momentum with
+Convergence Guarantees", ICML 2025 (arXiv 2411.07120); Ward, Wu & Bottou, "AdaGrad stepsizes", JMLR 2020.
+
+Each preset is a set of defaults; any parameter group may override them. ``subset_size=None`` in a group
+gives it coordinate-wise second moments and ``rank=None`` plain EMA momentum, which is how the paper
+treats embeddings, norms and biases (``memopt.build_optimizer`` makes that split for you).
+
+Differences from the paper's code, all deliberate: eps is added after bias correction (PyTorch style), and
+decoupled weight decay is applied before the update with the base lr (``torch.optim.AdamW`` style).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memopt.optim.baselines import Params
+from memopt.optim.engine import MemoptOptimizer
+
+
+def _subspace_settings(
+    rank: int | None, update_proj_gap: int, proj_type: str, proj_policy: str, proj_seed: int
+) -> dict[str, Any]:
+    return dict(
+        momentum_type="subspace",
+        rank=rank,
+        update_proj_gap=update_proj_gap,
+        proj_type=proj_type,
+        proj_policy=proj_policy,
+        proj_seed=proj_seed,
+    )
+
+
+class AdamWSN(MemoptOptimizer):
+    """AdamW with Subset-Norm step sizes (Adam-SN).
+
+    ``m_t = beta1 m + (1 - beta1) g``; per subset ``i``: ``v_{t,i} = beta2 v + (1 - beta2) sum_{j in i} g_j^2``;
+    ``theta_j <- theta_j (1 - lr wd) - lr / (1 - beta1^t) * m_{t,j} / (sqrt(v_{t,i} / (1 - beta2^t)) + eps)``.
+    ``subset_size``: ``"heuristics"`` (one accumulator per row/column of a matrix), ``k > 0`` or ``-c``.
+    The paper recommends about 10x Adam's learning rate.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        subset_size: int | str | None = "heuristics",
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        **settings: Any,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=True,
+            bias_correction=True,
+            subset_size=subset_size,
+            maximize=maximize,
+            foreach=foreach,
+            momentum_type="ema",
+            second_moment_type="subset_norm",
+        )
+        super().__init__(params, {**defaults, **settings})
+
+
+class AdamWSNSM(AdamWSN):
+    """AdamW with Subset-Norm step sizes and Subspace-Momentum (Adam-SNSM).
+
+    ``M_t = beta1 M + (1 - beta1) P(g)``; ``N_t = P*(M_t) + (g - P*(P(g)))``; the Subset-Norm denominator
+    is computed from the full gradient; ``theta <- theta (1 - lr wd) - lr / (1 - beta1^t) * N_t / D_t``.
+    ``rank``, ``update_proj_gap``, ``proj_type`` (``svd``, ``randomized``, ``topk``, ``uniform``) and
+    ``proj_policy`` (``reset``, ``keep``, ``transform``) are described in
+    :mod:`memopt.components.subspace_momentum`. Parameters must be matrices unless their group has
+    ``rank=None``.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        subset_size: int | str | None = "heuristics",
+        rank: int | None = 128,
+        update_proj_gap: int = 200,
+        proj_type: str = "svd",
+        proj_policy: str = "reset",
+        proj_seed: int = 0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach,
+            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed),
+        )  # fmt: skip
+
+
+class AdaGradSN(MemoptOptimizer):
+    """AdaGrad with Subset-Norm step sizes (AdaGrad-SN), with the paper's EMA momentum on the numerator.
+
+    ``m_t = beta1 m + (1 - beta1) g`` (no bias correction); ``v_{t,i} = v_{t-1,i} + sum_{j in i} g_j^2``;
+    ``theta_j <- theta_j (1 - lr wd) - lr * m_{t,j} / (sqrt(v_{t,i}) + eps)``. ``betas[1]`` must be 1.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-2,
+        betas: tuple[float, float] = (0.9, 1.0),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        subset_size: int | str | None = "heuristics",
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        **settings: Any,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=True,
+            bias_correction=False,
+            subset_size=subset_size,
+            maximize=maximize,
+            foreach=foreach,
+            momentum_type="ema",
+            second_moment_type="subset_norm",
+        )
+        super().__init__(params, {**defaults, **settings})
+
+
+class AdaGradSNSM(AdaGradSN):
+    """AdaGrad-SN with Subspace-Momentum (AdaGrad-SNSM); see :class:`AdamWSNSM` for the projector options."""
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-2,
+        betas: tuple[float, float] = (0.9, 1.0),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        subset_size: int | str | None = "heuristics",
+        rank: int | None = 128,
+        update_proj_gap: int = 200,
+        proj_type: str = "svd",
+        proj_policy: str = "reset",
+        proj_seed: int = 0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach,
+            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed),
+        )  # fmt: skip
+
+
+class RMSPropSN(MemoptOptimizer):
+    """RMSProp with Subset-Norm step sizes (RMSProp-SN): no momentum, no bias correction.
+
+    ``v_{t,i} = beta2 v_{t-1,i} + (1 - beta2) sum_{j in i} g_j^2``;
+    ``theta_j <- theta_j (1 - lr wd) - lr * g_j / (sqrt(v_{t,i}) + eps)``.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.0, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        subset_size: int | str | None = "heuristics",
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=True,
+            bias_correction=False,
+            subset_size=subset_size,
+            maximize=maximize,
+            foreach=foreach,
+            momentum_type="ema",
+            second_moment_type="subset_norm",
+        )
+        super().__init__(params, defaults)
+
+
+class AdaGradNorm(MemoptOptimizer):
+    """AdaGrad-Norm: one scalar step size per tensor, or per group with ``global_norm=True``.
+
+    ``b_t^2 = b_{t-1}^2 + ||g_t||^2`` (``b_0^2`` = ``initial_accumulator_value``);
+    ``theta <- theta (1 - lr wd) - lr * N_t / (b_t + eps)`` with ``N_t = g_t``, or an EMA of gradients
+    when ``momentum > 0`` (without bias correction).
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1.0,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        global_norm: bool = False,
+        momentum: float = 0.0,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=(momentum, 1.0),
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=True,
+            bias_correction=False,
+            initial_accumulator_value=initial_accumulator_value,
+            global_norm=global_norm,
+            maximize=maximize,
+            foreach=foreach,
+            momentum_type="ema",
+            second_moment_type="adagrad_norm",
+        )
+        super().__init__(params, defaults)

@@ -1,0 +1,62 @@
+"""Small drivers shared by the optimizer tests: run an optimizer on fixed random gradients."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+
+import torch
+
+OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+
+
+def make_params(
+    shapes: Sequence[tuple[int, ...]], dtype: torch.dtype = torch.float64, seed: int = 0
+) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=generator, dtype=torch.float64).to(dtype).requires_grad_() for s in shapes]
+
+
+def make_grads(
+    shapes: Sequence[tuple[int, ...]], steps: int, dtype: torch.dtype = torch.float64, seed: int = 1
+) -> list[list[torch.Tensor]]:
+    """``steps`` lists of gradients, one per shape (drawn in float64, then cast)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(s, generator=generator, dtype=torch.float64).to(dtype) for s in shapes] for _ in range(steps)]
+
+
+def run(
+    factory: OptimizerFactory,
+    params: list[torch.Tensor],
+    grads: list[list[torch.Tensor]],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    """Apply one step per entry of ``grads`` to copies of ``params``; return the final copies and optimizer."""
+    if optimizer is None:
+        params = [p.detach().clone().requires_grad_() for p in params]
+        optimizer = factory(params)
+    else:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        optimizer.step()
+    return [p.detach().clone() for p in params], optimizer
+
+
+def save_and_reload(optimizer: torch.optim.Optimizer, factory: OptimizerFactory, params: list[torch.Tensor]):
+    """Round-trip ``optimizer.state_dict()`` through ``torch.save``/``torch.load(weights_only=True)`` into a
+    fresh optimizer over copies of ``params``; return (new params, new optimizer)."""
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)
+    new_params = [p.detach().clone().requires_grad_() for p in params]
+    new_optimizer = factory(new_params)
+    new_optimizer.load_state_dict(loaded)
+    return new_params, new_optimizer
+
+
+def assert_all_close(actual: list[torch.Tensor], expected: list[torch.Tensor], rtol: float, atol: float = 0.0) -> None:
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol)
