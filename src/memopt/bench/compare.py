@@ -241,7 +241,8 @@ def run_compare(config: CompareConfig, log=print, command: str | None = None) ->
         runs[name] = dataclasses.replace(config.base, optimizer=name, hparams=hparams, out=str(out / name))
     first = Trainer(runs[config.optimizers[0]], data)
     for name in config.optimizers[1:]:  # a bad hyperparameter fails now, before any training
-        opt_lib.build(first.model, name, opt_lib.resolve_hparams(name, runs[name].hparams, runs[name].lr))
+        hidden = getattr(first.model_config, "hidden_size", None)
+        opt_lib.build(first.model, name, opt_lib.resolve_hparams(name, runs[name].hparams, runs[name].lr, hidden))
     log(
         f"memopt compare: {', '.join(config.optimizers)} on {data.meta['corpus']} "
         f"({data.meta['train_tokens']:,} training tokens, vocabulary {data.vocab_size}); model "

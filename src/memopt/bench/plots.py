@@ -26,30 +26,23 @@ def plot_compare(summary: dict[str, Any], path: Path) -> None:
         1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.6, 1]}, constrained_layout=True
     )
 
+    target = summary.get("target_val_loss")
     for i, row in enumerate(rows):
         tokens = [e["tokens"] / 1e6 for e in row["evals"]]
         losses = [e["val_loss"] for e in row["evals"]]
-        curves.plot(
-            tokens,
-            losses,
-            marker="o",
-            markersize=3,
-            linewidth=1.8,
-            color=colors[i % 10],
-            label=f"{row['optimizer']} ({row['state_mib']:.2f} MiB state)",
-        )
-    target = summary.get("target_val_loss")
+        lr = row.get("hparams", {}).get("lr")
+        label = row["optimizer"] + ("" if lr is None else f", lr {lr:g}")
+        color = colors[i % 10]
+        curves.plot(tokens, losses, marker="o", markersize=3, linewidth=1.8, color=color,
+                    label=f"{label} ({row['state_mib']:.2f} MiB state)")  # fmt: skip
+        if target is not None and row.get("tokens_to_target") is not None:  # where it reaches the target
+            curves.plot([row["tokens_to_target"] / 1e6], [target], marker="x", markersize=9, mew=2,
+                        color=color, linestyle="none")  # fmt: skip
     if target is not None:
         curves.axhline(target, color="0.4", linestyle="--", linewidth=1)
-        curves.annotate(
-            f"{baseline} final: {target:.3f}",
-            xy=(0.99, target),
-            xycoords=("axes fraction", "data"),
-            ha="right",
-            va="bottom",
-            fontsize=9,
-            color="0.3",
-        )
+        curves.annotate(f"{baseline}'s final loss {target:.3f} (x: where each run reaches it)",
+                        xy=(0.99, target), xycoords=("axes fraction", "data"), ha="right", va="top",
+                        fontsize=9, color="0.3")  # fmt: skip
     all_losses = [e["val_loss"] for row in rows for e in row["evals"]]
     if all_losses:  # the first evaluations are far above the rest; keep the interesting range readable
         low, high = min(all_losses), sorted(all_losses)[int(0.9 * (len(all_losses) - 1))]
@@ -85,6 +78,11 @@ def plot_compare(summary: dict[str, Any], path: Path) -> None:
     model = summary.get("model", "")
     params = summary.get("num_params")
     title = f"memopt compare: model {model}" + (f" ({params / 1e6:.2f}M parameters)" if params else "")
+    data = summary.get("data", {})
+    if data.get("corpus"):
+        title += f", data {data['corpus']}, vocabulary {data.get('vocab_size')}"
+    if summary.get("tokens_per_step"):
+        title += f", {summary['tokens_per_step']:,} tokens/step"
     fig.suptitle(title, fontsize=12)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -111,7 +111,9 @@ class Trainer:
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         self.num_params = models.count_parameters(self.model)
-        self.hparams = opt_lib.resolve_hparams(config.optimizer, config.hparams, config.lr)
+        self.hparams = opt_lib.resolve_hparams(
+            config.optimizer, config.hparams, config.lr, getattr(self.model_config, "hidden_size", None)
+        )
         self.optimizer = opt_lib.build(self.model, config.optimizer, self.hparams)
         self.total_steps = config.total_steps()
         self.schedule_config = config.schedule_config()

@@ -40,9 +40,33 @@ def recommended_hparams(name: str) -> dict[str, Any]:
     return dict(registry_defaults(name))
 
 
-def resolve_hparams(name: str, overrides: dict[str, Any], lr: float | None) -> dict[str, Any]:
-    """The registry's recommended hyperparameters for ``name``, updated by ``overrides`` and then ``lr``."""
+def accepted_hparams(name: str) -> set[str]:
+    """Hyperparameters the registry's ``name`` accepts."""
+    from memopt.optim import registry
+
+    return set(registry.accepted_hparams(name))
+
+
+def size_hparams(name: str, hidden_size: int | None) -> dict[str, Any]:
+    """Hyperparameters that scale with the model: a subspace ``rank`` of ``hidden_size // 4``.
+
+    That is the Subset-Norm / Subspace-Momentum papers' rule (rank 128 for the 60M model of hidden size
+    512, 512 for the 1B model of 2048); a fixed rank would be full rank, and save nothing, on small models.
+    Given only to optimizers that take a ``rank``.
+    """
+    if hidden_size is None or "rank" not in accepted_hparams(name):
+        return {}
+    return {"rank": max(1, hidden_size // 4)}
+
+
+def resolve_hparams(
+    name: str, overrides: dict[str, Any], lr: float | None, hidden_size: int | None = None
+) -> dict[str, Any]:
+    """Hyperparameters for ``name``: the registry's recommended ones, then :func:`size_hparams`, then the
+    user's ``overrides`` and ``lr``."""
     hparams = recommended_hparams(name)
+    for key, value in size_hparams(name, hidden_size).items():
+        hparams.setdefault(key, value)
     hparams.update(overrides)
     if lr is not None:
         hparams["lr"] = lr
