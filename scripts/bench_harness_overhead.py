@@ -4,18 +4,24 @@ Both loops train the same freshly initialised model (same preset and seed) on th
 harness's tokenized data, the same block order) with the same registry optimizer and gradient clipping.
 The bare loop is forward, backward, ``clip_grad_norm_``, ``step``, ``zero_grad`` and nothing else; the
 harness loop is :meth:`memopt.train.loop.Trainer.run` with everything it does per step (LR schedule, loss
-and gradient-norm checks, JSON Lines metrics, limit checks, progress bar when on a terminal), with
-checkpoints off and its single end-of-run evaluation subtracted.
+and gradient-norm checks, JSON Lines metrics, limit checks, progress-bar bookkeeping), with checkpoints
+off.
 
-Runs alternate (bare, harness, harness, bare, ...) over several rounds after one discarded warm-up pair, and
-each round's ratio is reported, so slow drifts of a shared machine hit both sides alike. Usage::
+Two figures per loop: the median time of one loop iteration (for the harness, the difference of
+consecutive ``elapsed`` stamps in its metrics, so all per-step work is inside) and the wall-clock rate over
+the whole run (the harness's end-of-run evaluation subtracted). The median is the headline: on a shared
+machine other processes cause multi-second stalls that hit a few iterations, which the median ignores
+and the wall-clock rate does not. Runs alternate (bare, harness, harness, bare, ...) over several rounds
+after one discarded warm-up pair. Usage::
 
-    PYTHONPATH=src python scripts/bench_harness_overhead.py --preset small --steps 60 --rounds 5
+    PYTHONPATH=src python scripts/bench_harness_overhead.py --preset small --steps 100 --rounds 4
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import statistics
 import tempfile
@@ -32,44 +38,49 @@ from memopt.train.metrics import METRICS_NAME, read_metrics
 from memopt.train.models import build_model, model_config
 
 
-def bare_loop(config, data, steps: int) -> float:
-    """Tokens/s of a plain loop over the same model, batches and optimizer."""
+def bare_loop(config, data, steps: int) -> tuple[float, float]:
+    """(median iteration seconds, wall-clock tokens/s) of a plain loop over the same model, batches and
+    optimizer."""
     model = build_model(model_config(config.preset, None, data.vocab_size, config.seq_len), config.seed)
     hparams = opt_lib.resolve_hparams(config.optimizer, {}, config.lr, model.config.hidden_size)
     optimizer = opt_lib.build(model, config.optimizer, hparams)
     batches = TokenBatches(data.train, config.seq_len, config.batch_size, config.seed)
     model.train()
+    times = []
     start = time.perf_counter()
     for step in range(steps):
+        began = time.perf_counter()
         inputs = batches.batch(step)
         loss = model(input_ids=inputs, labels=inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - began)
     elapsed = time.perf_counter() - start
-    return steps * config.tokens_per_step / elapsed
+    return statistics.median(times), steps * config.tokens_per_step / elapsed
 
 
-def harness_loop(config, data, steps: int, folder: Path) -> float:
-    """Tokens/s of ``Trainer.run`` (its end-of-run evaluation excluded)."""
-    import dataclasses
-
+def harness_loop(config, data, steps: int, folder: Path) -> tuple[float, float]:
+    """(median iteration seconds, wall-clock tokens/s without the final evaluation) of ``Trainer.run``."""
     run_config = dataclasses.replace(config, max_steps=steps, out=str(folder))
     trainer = Trainer(run_config, data)
     start = time.perf_counter()
     trainer.run()
     elapsed = time.perf_counter() - start
-    eval_time = sum(r["eval_time"] for r in read_metrics(folder / METRICS_NAME) if r["event"] == "eval")
-    return steps * config.tokens_per_step / (elapsed - eval_time)
+    records = read_metrics(folder / METRICS_NAME)
+    eval_time = sum(r["eval_time"] for r in records if r["event"] == "eval")
+    stamps = [0.0] + [r["elapsed"] for r in records if r["event"] == "train"]
+    iterations = [b - a for a, b in itertools.pairwise(stamps)]
+    return statistics.median(iterations), steps * config.tokens_per_step / (elapsed - eval_time)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--optimizer", default="adamw")
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per timed run")
-    parser.add_argument("--rounds", type=int, default=5, help="timed pairs (after one warm-up pair)")
+    parser.add_argument("--steps", type=int, default=100, help="optimizer steps per timed run")
+    parser.add_argument("--rounds", type=int, default=4, help="timed pairs (after one warm-up pair)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -88,35 +99,48 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for round_index in range(args.rounds + 1):
             order = ("bare", "harness") if round_index % 2 == 0 else ("harness", "bare")
-            speeds = {}
+            measured = {}
             for kind in order:
                 if kind == "bare":
-                    speeds[kind] = bare_loop(config, data, args.steps)
+                    measured[kind] = bare_loop(config, data, args.steps)
                 else:
-                    speeds[kind] = harness_loop(config, data, args.steps, Path(tmp) / f"run{round_index}")
+                    measured[kind] = harness_loop(config, data, args.steps, Path(tmp) / f"run{round_index}")
             if round_index == 0:
                 continue  # warm-up pair: allocator and kernel warm-up, discarded
-            rows.append({**speeds, "ratio": speeds["harness"] / speeds["bare"]})
+            row = {
+                "bare_median_step_s": measured["bare"][0],
+                "harness_median_step_s": measured["harness"][0],
+                "bare_wall_tokens_per_s": measured["bare"][1],
+                "harness_wall_tokens_per_s": measured["harness"][1],
+            }
+            row["median_ratio"] = row["bare_median_step_s"] / row["harness_median_step_s"]
+            row["wall_ratio"] = row["harness_wall_tokens_per_s"] / row["bare_wall_tokens_per_s"]
+            rows.append(row)
             print(
-                f"round {round_index}: bare {speeds['bare']:,.0f} tok/s, harness {speeds['harness']:,.0f} tok/s, "
-                f"harness/bare {speeds['harness'] / speeds['bare']:.3f}",
+                f"round {round_index}: median step bare {1000 * row['bare_median_step_s']:.1f} ms, harness "
+                f"{1000 * row['harness_median_step_s']:.1f} ms (harness/bare tokens/s {row['median_ratio']:.3f}); "
+                f"wall bare {row['bare_wall_tokens_per_s']:,.0f} tok/s, harness "
+                f"{row['harness_wall_tokens_per_s']:,.0f} tok/s ({row['wall_ratio']:.3f})",
                 flush=True,
             )
+    tokens = config.tokens_per_step
     summary = {
         "preset": args.preset,
         "optimizer": args.optimizer,
         "steps": args.steps,
-        "tokens_per_step": config.tokens_per_step,
+        "tokens_per_step": tokens,
         "torch_threads": torch.get_num_threads(),
         "rounds": rows,
-        "median_bare_tokens_per_s": statistics.median(r["bare"] for r in rows),
-        "median_harness_tokens_per_s": statistics.median(r["harness"] for r in rows),
-        "median_ratio": statistics.median(r["ratio"] for r in rows),
+        "bare_tokens_per_s": tokens / statistics.median(r["bare_median_step_s"] for r in rows),
+        "harness_tokens_per_s": tokens / statistics.median(r["harness_median_step_s"] for r in rows),
+        "median_ratio": statistics.median(r["median_ratio"] for r in rows),
+        "wall_ratio": statistics.median(r["wall_ratio"] for r in rows),
     }
     print(
-        f"median over {args.rounds} rounds: bare {summary['median_bare_tokens_per_s']:,.0f} tok/s, harness "
-        f"{summary['median_harness_tokens_per_s']:,.0f} tok/s, harness/bare {summary['median_ratio']:.3f} "
-        f"({(summary['median_ratio'] - 1) * 100:+.1f}%)"
+        f"over {args.rounds} rounds (median): bare {summary['bare_tokens_per_s']:,.0f} tok/s, harness "
+        f"{summary['harness_tokens_per_s']:,.0f} tok/s per median step; harness/bare "
+        f"{summary['median_ratio']:.3f} ({(summary['median_ratio'] - 1) * 100:+.1f}%); wall-clock harness/bare "
+        f"{summary['wall_ratio']:.3f}"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))

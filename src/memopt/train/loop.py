@@ -305,6 +305,7 @@ class Trainer:
                         "grad_norm": grad_norm,
                         "step_time": step_time,
                         "tokens_per_s": tokens_per_s,
+                        "elapsed": time.perf_counter() - start,
                     }
                 )
                 bar.update(1)

@@ -1,6 +1,7 @@
 """Metrics as JSON Lines: one object per training step (``"event": "train"``) or evaluation (``"eval"``).
 
-Training lines hold ``step``, ``tokens``, ``loss``, ``lr``, ``grad_norm``, ``step_time`` and ``tokens_per_s``;
+Training lines hold ``step``, ``tokens``, ``loss``, ``lr``, ``grad_norm``, ``step_time``, ``tokens_per_s`` and
+``elapsed`` (seconds since this invocation's loop started, so consecutive differences time whole iterations);
 evaluation lines hold ``step``, ``tokens``, ``val_loss`` and ``val_ppl``. Timing fields are measurements and
 differ between runs; every other field is a deterministic function of the configuration on CPU.
 """
