@@ -14,7 +14,7 @@ machine other processes cause multi-second stalls that hit a few iterations, whi
 and the wall-clock rate does not. Runs alternate (bare, harness, harness, bare, ...) over several rounds
 after one discarded warm-up pair. Usage::
 
-    PYTHONPATH=src python scripts/bench_harness_overhead.py --preset small --steps 100 --rounds 4
+    PYTHONPATH=src python scripts/bench_harness_overhead.py --preset small --steps 40 --rounds 8 --threads 1
 """
 
 from __future__ import annotations
@@ -81,9 +81,12 @@ def main() -> None:
     parser.add_argument("--optimizer", default="adamw")
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps per timed run")
     parser.add_argument("--rounds", type=int, default=4, help="timed pairs (after one warm-up pair)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     config = make_config(
         args.preset,

@@ -81,9 +81,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--seq-len", type=int, default=None, metavar="N", help="tokens per sequence")
     data.add_argument("--batch-size", type=int, default=None, metavar="N", help="sequences per microbatch")
-    data.add_argument(
-        "--grad-accum", type=int, default=None, metavar="N", help="microbatches per optimizer step"
-    )
+    data.add_argument("--grad-accum", type=int, default=None, metavar="N", help="microbatches per optimizer step")
     optim = parser.add_argument_group("optimizer")
     optim.add_argument(
         "--lr", type=float, default=None, help="peak learning rate (default: the registry's recommended)"
@@ -98,12 +96,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument(
         "--clip", type=float, default=None, metavar="NORM", help="gradient-norm clip, 0 = off (default 1.0)"
     )
-    optim.add_argument(
-        "--schedule", default=None, choices=SCHEDULES, help="LR schedule after warm-up (default cosine)"
-    )
-    optim.add_argument(
-        "--warmup-steps", type=int, default=None, metavar="N", help="default: 10%% of the schedule"
-    )
+    optim.add_argument("--schedule", default=None, choices=SCHEDULES, help="LR schedule after warm-up (default cosine)")
+    optim.add_argument("--warmup-steps", type=int, default=None, metavar="N", help="default: 10%% of the schedule")
     optim.add_argument(
         "--min-lr-ratio", type=float, default=None, metavar="F", help="cosine floor / peak lr (default 0.1)"
     )
@@ -133,6 +127,13 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="recompute activations in backward to save memory",
     )
     run.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default: torch's, one per core); 1 is steadier on a busy machine",
+    )
     run.add_argument("--eval-every", type=int, default=None, metavar="N", help="evaluate every N steps")
     run.add_argument("--eval-batches", type=int, default=None, metavar="N", help="fixed validation batches")
     run.add_argument("--seed", type=int, default=None, help="model init and data order (default 0)")
@@ -203,12 +204,9 @@ def _add_train(subparsers) -> Callable:
     parser = subparsers.add_parser(
         "train",
         help="train one model with one optimizer",
-        description="Train a LLaMA-style model with one optimizer; metrics, checkpoints and result go to "
-        "--out.",
+        description="Train a LLaMA-style model with one optimizer; metrics, checkpoints and result go to --out.",
     )
-    parser.add_argument(
-        "--optimizer", default="adamw", metavar="NAME", help="registry name (see `memopt list`)"
-    )
+    parser.add_argument("--optimizer", default="adamw", metavar="NAME", help="registry name (see `memopt list`)")
     _add_run_arguments(parser)
     parser.add_argument("--save-every", type=int, default=None, metavar="N", help="checkpoint every N steps")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -222,7 +220,7 @@ def _add_train(subparsers) -> Callable:
 
 def _run_train(args: argparse.Namespace) -> int:
     from memopt.train.config import make_config
-    from memopt.train.loop import train
+    from memopt.train.loop import Trainer
     from memopt.train.optimizers import parse_assignments
 
     if args.resume and args.out is None:
@@ -230,9 +228,7 @@ def _run_train(args: argparse.Namespace) -> int:
     assignments = parse_assignments(args.opt)
     scoped = [scope for scope in assignments if scope not in (None, args.optimizer)]
     if scoped:
-        raise ConfigError(
-            f"--opt {scoped[0]}:...: this run trains {args.optimizer}; drop the '{scoped[0]}:' prefix."
-        )
+        raise ConfigError(f"--opt {scoped[0]}:...: this run trains {args.optimizer}; drop the '{scoped[0]}:' prefix.")
     hparams = {**assignments.get(None, {}), **assignments.get(args.optimizer, {})}
     config = make_config(
         args.preset,
@@ -244,7 +240,16 @@ def _run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         trust_checkpoint=args.trust_checkpoint,
     )
-    result = train(config)
+    trainer = Trainer(config)
+    if not config.quiet:
+        lr = trainer.hparams.get("lr")
+        print(
+            f"memopt train: {config.optimizer} (lr {lr:g}) on {trainer.data.meta['corpus']}; model "
+            f"{config.model_config or config.preset} ({trainer.num_params:,} parameters); {trainer.total_steps} "
+            f"steps x {config.tokens_per_step:,} tokens; device {trainer.device}; run folder {config.out}",
+            file=sys.stderr,
+        )
+    result = trainer.run()
     ppl = "n/a" if result.final_val_ppl is None else f"{result.final_val_ppl:.2f}"
     loss = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     speed = "n/a" if result.tokens_per_s is None else f"{result.tokens_per_s:,.0f}"
@@ -289,9 +294,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from memopt.train.optimizers import parse_assignments
 
     names = (
-        [n.strip() for n in args.optimizers.split(",") if n.strip()]
-        if args.optimizers
-        else list(DEFAULT_OPTIMIZERS)
+        [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers else list(DEFAULT_OPTIMIZERS)
     )
     out = args.out or f"runs/compare-{_timestamp()}"
     base = make_config(args.preset, **_settings(args), save_checkpoints=False, out=out)
@@ -334,6 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.argv = argv
     try:
+        if getattr(args, "threads", None) is not None:
+            if args.threads < 1:
+                raise ConfigError(f"--threads {args.threads}: must be at least 1.")
+            import torch
+
+            torch.set_num_threads(args.threads)
         return runners[args.command](args)
     except NonFiniteLossError as exc:
         print(f"memopt: stopped: {exc}", file=sys.stderr)
