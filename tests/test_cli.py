@@ -138,6 +138,7 @@ def test_compare_prints_the_table_and_writes_the_summary(capsys, tmp_path, small
         (["train", "--preset", "65m"], r"--preset '65m': unknown model preset \(did you mean '60m'"),
         (["train", "--opt", "rank"], "--opt 'rank': expected KEY=VALUE"),
         (["train", "--max-steps", "0"], "--max-steps 0: must be positive"),
+        (["compare", "--threads", "0"], "--threads 0: must be at least 1"),
         (["train", "--opt", "adamw_sn:lr=1"], "this run trains adamw; drop the 'adamw_sn:' prefix"),
     ],
 )
