@@ -16,7 +16,8 @@ their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two 
 * the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters;
 * the **fast** path (``foreach=None`` or ``True``), used for float32/float64 contiguous parameters whose
   state has their dtype: in-place updates, ``torch._foreach_*`` over the group, and the final combine fused
-  into one ``addcdiv_``. Tests hold it equal to the reference path.
+  into one ``addcdiv_``; groups that are exactly Adam/AdamW go to torch's fused Adam kernel
+  (:mod:`memopt.optim.fused`). Tests hold it equal to the reference path.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from memopt.components.momentum import EMAMomentum, HeavyBallMomentum, NoMomentu
 from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
 from memopt.components.subset_norm import SubsetNormSecondMoment
 from memopt.components.subspace_momentum import SubspaceMomentum
+from memopt.optim.fused import fused_adam_applies, fused_adam_step
 from memopt.optim.validation import check_betas, check_choice, check_non_negative
 
 MOMENTUM_ESTIMATORS: dict[str, MomentumEstimator] = {
@@ -69,6 +71,12 @@ ENGINE_HYPERPARAMETERS: dict[str, Any] = {
 }
 
 _FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def _kind(estimator: MomentumEstimator | SecondMomentEstimator) -> str:
+    """The registry key of an estimator instance."""
+    table = MOMENTUM_ESTIMATORS if isinstance(estimator, MomentumEstimator) else SECOND_MOMENT_ESTIMATORS
+    return next(k for k, v in table.items() if v is estimator)
 
 
 def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEstimator]:
@@ -321,6 +329,9 @@ class MemoptOptimizer(Optimizer):
     def _fast_update(
         self, steps: list[ParamStep], group: dict, momentum: MomentumEstimator, second: SecondMomentEstimator
     ) -> None:
+        if fused_adam_applies(group, _kind(momentum), _kind(second)):
+            fused_adam_step(steps, group)
+            return
         lr, wd = group["lr"], group["weight_decay"]
         if wd != 0 and group["decoupled_weight_decay"]:
             torch._foreach_mul_([ps.work for ps in steps], 1 - lr * wd)
