@@ -19,6 +19,33 @@ from memopt.optim.baselines import Params
 from memopt.optim.engine import MemoptOptimizer
 
 
+def _subset_norm_settings(
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    subset_size: int | str | None,
+    *,
+    bias_correction: bool,
+    maximize: bool,
+    foreach: bool | None,
+) -> dict[str, Any]:
+    """Defaults shared by the Subset-Norm presets (EMA or no momentum, decoupled weight decay)."""
+    return dict(
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=True,
+        bias_correction=bias_correction,
+        subset_size=subset_size,
+        maximize=maximize,
+        foreach=foreach,
+        momentum_type="ema",
+        second_moment_type="subset_norm",
+    )
+
+
 def _subspace_settings(
     rank: int | None, update_proj_gap: int, proj_type: str, proj_policy: str, proj_seed: int
 ) -> dict[str, Any]:
@@ -54,18 +81,8 @@ class AdamWSN(MemoptOptimizer):
         foreach: bool | None = None,
         **settings: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            bias_correction=True,
-            subset_size=subset_size,
-            maximize=maximize,
-            foreach=foreach,
-            momentum_type="ema",
-            second_moment_type="subset_norm",
+        defaults = _subset_norm_settings(
+            lr, betas, eps, weight_decay, subset_size, bias_correction=True, maximize=maximize, foreach=foreach
         )
         super().__init__(params, {**defaults, **settings})
 
@@ -124,18 +141,8 @@ class AdaGradSN(MemoptOptimizer):
         foreach: bool | None = None,
         **settings: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            bias_correction=False,
-            subset_size=subset_size,
-            maximize=maximize,
-            foreach=foreach,
-            momentum_type="ema",
-            second_moment_type="subset_norm",
+        defaults = _subset_norm_settings(
+            lr, betas, eps, weight_decay, subset_size, bias_correction=False, maximize=maximize, foreach=foreach
         )
         super().__init__(params, {**defaults, **settings})
 
@@ -185,18 +192,8 @@ class RMSPropSN(MemoptOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            bias_correction=False,
-            subset_size=subset_size,
-            maximize=maximize,
-            foreach=foreach,
-            momentum_type="ema",
-            second_moment_type="subset_norm",
+        defaults = _subset_norm_settings(
+            lr, betas, eps, weight_decay, subset_size, bias_correction=False, maximize=maximize, foreach=foreach
         )
         super().__init__(params, defaults)
 
