@@ -22,13 +22,10 @@ their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two 
 
 from __future__ import annotations
 
-import copy
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
 
 from memopt.components import storage
 from memopt.components.adagrad_norm import AdaGradNormSecondMoment
@@ -37,6 +34,7 @@ from memopt.components.momentum import EMAMomentum, HeavyBallMomentum, NoMomentu
 from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
 from memopt.components.subset_norm import SubsetNormSecondMoment
 from memopt.components.subspace_momentum import SubspaceMomentum
+from memopt.optim.base import MemoptBase, param_name
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
 from memopt.optim.validation import check_betas, check_choice, check_non_negative
 
@@ -91,15 +89,7 @@ def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEsti
     return MOMENTUM_ESTIMATORS[momentum_type], SECOND_MOMENT_ESTIMATORS[second_type]
 
 
-def param_name(group: dict, group_index: int, position: int, param: torch.Tensor) -> str:
-    """A name for messages: the parameter's name when the group has ``param_names``, else its position."""
-    names = group.get("param_names")
-    if names is not None and position < len(names):
-        return f"parameter {names[position]!r}"
-    return f"param_groups[{group_index}]['params'][{position}] (shape {tuple(param.shape)})"
-
-
-class MemoptOptimizer(Optimizer):
+class MemoptOptimizer(MemoptBase):
     """Base class of every memopt optimizer: a ``torch.optim.Optimizer`` assembled from estimators.
 
     Subclasses (the presets) only choose ``defaults``. Groups may override any hyperparameter, including
@@ -110,18 +100,7 @@ class MemoptOptimizer(Optimizer):
         super().__init__(params, {**ENGINE_HYPERPARAMETERS, **defaults})
 
     # ----------------------------------------------------------------------------------------- groups
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        try:
-            self._complete_group(group)
-            self._validate_group(group, len(self.param_groups) - 1)
-        except Exception:
-            self.param_groups.pop()
-            raise
-
-    @staticmethod
-    def _complete_group(group: dict) -> None:
+    def _complete_group(self, group: dict) -> None:
         check_choice("momentum_type", group["momentum_type"], MOMENTUM_ESTIMATORS)
         check_choice("second_moment_type", group["second_moment_type"], SECOND_MOMENT_ESTIMATORS)
         declared = (MOMENTUM_ESTIMATORS[group["momentum_type"]], SECOND_MOMENT_ESTIMATORS[group["second_moment_type"]])
@@ -131,8 +110,8 @@ class MemoptOptimizer(Optimizer):
         if isinstance(group["betas"], list):
             group["betas"] = tuple(group["betas"])
 
-    @staticmethod
-    def _validate_group(group: dict, group_index: int) -> None:
+    def _validate_group(self, group: dict, group_index: int) -> None:
+        super()._validate_group(group, group_index)
         for key in ("lr", "eps", "weight_decay", "lr_decay", "update_momentum"):
             check_non_negative(key, group[key])
         check_betas(group["betas"])
@@ -141,11 +120,6 @@ class MemoptOptimizer(Optimizer):
         second.validate_group(group)
         for position, param in enumerate(group["params"]):
             name = param_name(group, group_index, position, param)
-            if param.is_complex():
-                raise ValueError(
-                    f"{name} is complex; memopt optimizers handle real parameters. Optimize "
-                    "torch.view_as_real(param) instead, or use a torch.optim optimizer for it."
-                )
             momentum.check_param(param, group, name)
             second.check_param(param, group, name)
 
@@ -186,34 +160,6 @@ class MemoptOptimizer(Optimizer):
                     f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(value.shape)}, "
                     f"expected {shape}.{hint}"
                 )
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``state_dict()``, keeping every state tensor's dtype exactly as saved.
-
-        ``torch.optim.Optimizer.load_state_dict`` casts floating state to the parameter's dtype (and would
-        turn int64 projector indices or float32 accumulators of bfloat16 parameters into something else);
-        here the groups are loaded by torch and the per-parameter state by memopt, moved to the
-        parameter's device only, and checked against the group's estimators.
-        """
-        saved_state = state_dict["state"]
-        super().load_state_dict({**state_dict, "state": {}})
-        params_by_id: dict[Any, tuple[torch.Tensor, dict, str]] = {}
-        for group_index, (saved_group, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
-            self._complete_group(group)
-            for position, (pid, param) in enumerate(zip(saved_group["params"], group["params"])):
-                params_by_id[pid] = (param, group, param_name(group, group_index, position, param))
-        new_state: defaultdict[torch.Tensor, dict] = defaultdict(dict)
-        for pid, saved in saved_state.items():
-            if pid not in params_by_id:
-                raise ValueError(
-                    f"Cannot load optimizer state: state for parameter id {pid!r} has no parameter in "
-                    "param_groups; the checkpoint does not belong to this optimizer."
-                )
-            param, group, name = params_by_id[pid]
-            state = {k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()}
-            self._check_loaded_state(param, state, group, name)
-            new_state[param] = state
-        self.state = new_state
 
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
