@@ -8,7 +8,16 @@ Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`m
 from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
-from memopt.optim.presets import AdaGradNorm, AdaGradSN, AdaGradSNSM, AdamWSN, AdamWSNSM, RMSPropSN
+from memopt.optim.presets import (
+    AdaGradNorm,
+    AdaGradSN,
+    AdaGradSNSM,
+    AdamW8bit,
+    AdamWSN,
+    AdamWSNSM,
+    AdamWSNSM8bit,
+    RMSPropSN,
+)
 from memopt.optim.registry import build_optimizer, list_optimizers, recommended_hparams
 
 __version__ = "0.1.0"
@@ -21,8 +30,10 @@ __all__ = [
     "Adagrad",
     "Adam",
     "AdamW",
+    "AdamW8bit",
     "AdamWSN",
     "AdamWSNSM",
+    "AdamWSNSM8bit",
     "MemoptOptimizer",
     "RMSPropSN",
     "RMSprop",

@@ -114,11 +114,11 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
         g = ps.grad.reshape(view)
         acc = storage.load(ps.state, "subset_sq", g.dtype)
         accumulate(acc, (g * g).sum(dim=reduce_dim, keepdim=True), group["betas"][1])
-        storage.store(ps.state, "subset_sq", acc)
+        storage.store(ps.state, "subset_sq", acc, ps.fresh)
 
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
         view, _ = self._partition(ps.param, group)
-        acc = storage.load(ps.state, "subset_sq", numerator.dtype)
+        acc = storage.load(ps.state, "subset_sq", numerator.dtype, ps.fresh)
         return (numerator.reshape(view) / denominator(acc, group, ps.step)).reshape(numerator.shape)
 
     def update_many(self, steps: list[ParamStep], group: dict) -> None:

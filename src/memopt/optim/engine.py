@@ -13,7 +13,8 @@ For each parameter with a gradient, one step is::
 The estimators are chosen per parameter group by ``momentum_type`` and ``second_moment_type`` and keep all
 their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two paths run the same math:
 
-* the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters;
+* the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters (and
+  for state held in 16 or 8 bits, see :mod:`memopt.components.storage`);
 * the **fast** path (``foreach=None`` or ``True``), used for float32/float64 contiguous parameters whose
   state has their dtype: in-place updates, ``torch._foreach_*`` over the group, and the final combine fused
   into one ``addcdiv_``; groups that are exactly Adam/AdamW go to torch's fused Adam kernel
@@ -36,7 +37,7 @@ from memopt.components.subset_norm import SubsetNormSecondMoment
 from memopt.components.subspace_momentum import SubspaceMomentum
 from memopt.optim.base import MemoptBase, param_name
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
-from memopt.optim.validation import check_betas, check_choice, check_non_negative
+from memopt.optim.validation import check_betas, check_choice, check_non_negative, check_positive_int
 
 MOMENTUM_ESTIMATORS: dict[str, MomentumEstimator] = {
     "none": NoMomentum(),
@@ -66,6 +67,8 @@ ENGINE_HYPERPARAMETERS: dict[str, Any] = {
     "momentum_type": "ema",
     "second_moment_type": "coordinate",
     "foreach": None,
+    "state_storage": "default",
+    "quant_block_size": 256,
 }
 
 _FAST_DTYPES = (torch.float32, torch.float64)
@@ -115,6 +118,8 @@ class MemoptOptimizer(MemoptBase):
         for key in ("lr", "eps", "weight_decay", "lr_decay", "update_momentum"):
             check_non_negative(key, group[key])
         check_betas(group["betas"])
+        check_choice("state_storage", group["state_storage"], storage.STORAGE_CHOICES)
+        check_positive_int("quant_block_size", group["quant_block_size"])
         momentum, second = resolve_estimators(group)
         momentum.validate_group(group)
         second.validate_group(group)
@@ -131,7 +136,7 @@ class MemoptOptimizer(MemoptBase):
         momentum.init_state(param, state, group)
         second.init_state(param, state, group)
         if group["update_momentum"] > 0:
-            state["update_buffer"] = storage.zeros_elementwise(param)
+            storage.create(state, "update_buffer", param, group)
 
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         """Reject state that this group's estimators would not have created for ``param``."""
@@ -218,10 +223,12 @@ class MemoptOptimizer(MemoptBase):
 
     @staticmethod
     def _fast_eligible(param: torch.Tensor, state: dict) -> bool:
+        """The fast path updates state in place: every state tensor must be held in the parameter's dtype
+        (or be projector indices); quantized or lower-precision state goes through the reference path."""
         return (
             param.dtype in _FAST_DTYPES
             and param.is_contiguous()
-            and all(v.dtype == param.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+            and all(v.dtype in (param.dtype, torch.int64) for v in state.values() if torch.is_tensor(v))
         )
 
     @staticmethod
@@ -263,7 +270,7 @@ class MemoptOptimizer(MemoptBase):
         mu = group["update_momentum"]
         if mu > 0:
             if "update_buffer" not in ps.state:
-                ps.state["update_buffer"] = storage.zeros_elementwise(ps.param)
+                storage.create(ps.state, "update_buffer", ps.param, group)
             buffer = storage.load(ps.state, "update_buffer", update.dtype)
             buffer.mul_(mu).add_(update)
             storage.store(ps.state, "update_buffer", buffer)
