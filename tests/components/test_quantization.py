@@ -90,3 +90,21 @@ def test_blocks_are_independent():
 def test_zero_blocks_quantize_to_zero():
     codes, absmax = quantize_blockwise(torch.zeros(300), signed=False)
     assert torch.all(dequantize_blockwise(codes, absmax, signed=False) == 0)
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_lookup_rounding_equals_nearest_code_search(signed):
+    from memopt.components.quantization import _midpoints, nearest_codes
+
+    generator = torch.Generator().manual_seed(0)
+    magnitudes = 10.0 ** torch.empty(200_000).uniform_(-9, 0, generator=generator)
+    values = magnitudes * (torch.randint(0, 2, (200_000,), generator=generator) * 2 - 1 if signed else 1)
+    code = dynamic_map(signed)
+    # the midpoints themselves and their float neighbours, the hardest cases
+    mids = (code[1:] + code[:-1]) / 2
+    edges = torch.cat([mids, torch.nextafter(mids, torch.tensor(2.0)), torch.nextafter(mids, torch.tensor(-2.0))])
+    values = torch.cat([values.float(), edges, torch.tensor([0.0, -0.0, 1.0, -1.0])]).clamp(-1, 1)
+    if not signed:
+        values = values.abs()
+    expected = torch.bucketize(values, _midpoints(signed)[:-1])
+    assert torch.equal(nearest_codes(values, signed).long(), expected)
