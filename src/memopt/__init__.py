@@ -6,10 +6,12 @@ Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`m
 """
 
 from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
+from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
 from memopt.optim.presets import AdaGradNorm, AdaGradSN, AdaGradSNSM, AdamWSN, AdamWSNSM, RMSPropSN
 from memopt.optim.registry import build_optimizer, list_optimizers, recommended_hparams
+from memopt.optim.tensoring import ETAdaGrad, ETAdam
 
 __version__ = "0.1.0"
 
@@ -18,11 +20,14 @@ __all__ = [
     "AdaGradNorm",
     "AdaGradSN",
     "AdaGradSNSM",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
     "AdamWSN",
     "AdamWSNSM",
+    "ETAdaGrad",
+    "ETAdam",
     "MemoptOptimizer",
     "RMSPropSN",
     "RMSprop",
