@@ -240,12 +240,19 @@ class ExtremeTensoringSecondMoment(SecondMomentEstimator):
         index = self._saved_index(ps)
         g = to_modes(ps.grad, index)
         beta2 = group["betas"][1]
+        weight = 1.0 if beta2 == 1 else 1 - beta2
+        if index.order == 1:  # one accumulator per coordinate: AdaGrad / RMSProp / Adam, rounded as torch's
+            acc = storage.load(ps.state, _key(0), g.dtype)
+            if beta2 != 1:
+                acc.mul_(beta2)
+            acc.addcmul_(g, g, value=weight)
+            storage.store(ps.state, _key(0), acc)
+            return
         for i, stat in enumerate(mode_sums(g * g)):
             acc = storage.load(ps.state, _key(i), stat.dtype)
-            if beta2 == 1:
-                acc.add_(stat)
-            else:
-                acc.mul_(beta2).add_(stat, alpha=1 - beta2)
+            if beta2 != 1:
+                acc.mul_(beta2)
+            acc.add_(stat, alpha=weight)
             storage.store(ps.state, _key(i), acc)
 
     def _denominator(self, ps: ParamStep, group: dict, dtype: torch.dtype) -> torch.Tensor:
