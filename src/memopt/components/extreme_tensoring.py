@@ -25,12 +25,13 @@ compared with full-memory AdaGrad up to a data-dependent multiplicative constant
 optimizer memory by three orders of magnitude on a large language model; a review page of the paper
 (liner.com) adds that it interpolates between AdaGrad and SGD as tensoring gets more extreme. The body
 of the paper (Algorithm 1, the exponent, the initialization and where eps enters) was NOT reachable with
-the tools of this project: every stored copy returned only its first page. So the following are our
-choices, made where the text could not be checked:
+the tools of this project: every stored copy returned only its opening (title, abstract, introduction).
+So the following are our choices, made where the text could not be checked:
 
-* exponent ``1/(2p)`` per mode: the unique exponent for which ``p = 1`` is AdaGrad and ``D`` is
-  homogeneous of degree one in ``|g|`` (scale invariance of the update), and the diagonal analogue of
-  Shampoo's ``-1/(2k)`` rule for order-``k`` tensors (Shampoo is among the paper's references);
+* exponent ``1/(2p)`` per mode: the one exponent shared by all modes for which ``p = 1`` is AdaGrad and
+  ``D`` is homogeneous of degree one in ``|g|`` (a scale-invariant update), and the diagonal analogue of
+  Shampoo's ``-1/(2k)`` rule for order-``k`` tensors (Shampoo is among the paper's references, as listed
+  in the project's PAPERS.md);
 * slice statistics are *sums* (not means): each ``h^(i)`` then dominates every coordinate's own sum of
   squares, so ``D`` dominates AdaGrad's denominator, the property regret bounds of this kind rest on.
   Consequence, tested: with a constant gradient ``|g| = c`` on an unpadded index,
@@ -49,11 +50,12 @@ parameter's own shape):
 3. While there are fewer modes than ``p``: split the largest mode ``m`` (leftmost on ties; only ``m >= 4``)
    into two factors ``a <= b``. With ``a`` the largest divisor of ``m`` not above ``sqrt(m)``, the split is
    exact if ``2a >= ceil(sqrt(m))``; otherwise (primes, or ``m`` with only unbalanced divisors)
-   ``b = ceil(sqrt(m))``, ``a = ceil(m / b)`` and the dim is padded with ``a b - m < b`` virtual
-   coordinates whose gradient is always zero (they add nothing to any ``S^(i)`` and are never applied).
+   ``b = ceil(sqrt(m))``, ``a = ceil(m / b)``, and the dim is padded with virtual coordinates (``a b - m < b``
+   at that split; a padded factor split again pads again) whose gradient is always zero: they add nothing
+   to any ``S^(i)`` and are never applied.
    When no mode of size ``>= 4`` is left, the tensor keeps fewer than ``p`` modes.
 
-Padding is per natural dim, so every mode stays inside one dim of the parameter (rows stay rows). The
+Padding is per merged natural dim, so every mode stays inside one dim of the parameter. The
 index is stored in the state as ``((dim, mode, mode, ...), ...)`` per merged natural dim, and a checkpoint
 whose index differs from the one the group's ``et_order`` gives is rejected on load.
 """
