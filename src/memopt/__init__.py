@@ -6,6 +6,7 @@ Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`m
 """
 
 from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
+from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
 from memopt.optim.presets import (
@@ -19,6 +20,7 @@ from memopt.optim.presets import (
     RMSPropSN,
 )
 from memopt.optim.registry import build_optimizer, list_optimizers, recommended_hparams
+from memopt.optim.tensoring import ETAdaGrad, ETAdam
 
 __version__ = "0.1.0"
 
@@ -27,6 +29,7 @@ __all__ = [
     "AdaGradNorm",
     "AdaGradSN",
     "AdaGradSNSM",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
@@ -34,6 +37,8 @@ __all__ = [
     "AdamWSN",
     "AdamWSNSM",
     "AdamWSNSM8bit",
+    "ETAdaGrad",
+    "ETAdam",
     "MemoptOptimizer",
     "RMSPropSN",
     "RMSprop",

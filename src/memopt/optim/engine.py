@@ -31,6 +31,7 @@ import torch
 from memopt.components import storage
 from memopt.components.adagrad_norm import AdaGradNormSecondMoment
 from memopt.components.base import MomentumEstimator, ParamStep, SecondMomentEstimator
+from memopt.components.extreme_tensoring import ExtremeTensoringSecondMoment
 from memopt.components.momentum import EMAMomentum, HeavyBallMomentum, NoMomentum
 from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
 from memopt.components.subset_norm import SubsetNormSecondMoment
@@ -51,6 +52,7 @@ SECOND_MOMENT_ESTIMATORS: dict[str, SecondMomentEstimator] = {
     "coordinate": CoordinateSecondMoment(),
     "subset_norm": SubsetNormSecondMoment(),
     "adagrad_norm": AdaGradNormSecondMoment(),
+    "extreme_tensoring": ExtremeTensoringSecondMoment(),
 }
 
 #: hyperparameters every group has, with their defaults

@@ -191,3 +191,22 @@ def _signature(cls: type) -> set[str]:
 
 def _group(named: list[tuple[str, torch.Tensor]], **settings: Any) -> dict[str, Any]:
     return {"params": [p for _, p in named], "param_names": [n for n, _ in named], **settings}
+
+
+# Adafactor and extreme tensoring: every parameter in one group (split="all"), as both papers apply their
+# factored / tensored statistics to the whole model. No tuned learning rates yet: class defaults.
+from memopt.optim.adafactor import Adafactor  # noqa: E402
+from memopt.optim.tensoring import ETAdaGrad, ETAdam  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("adafactor", Adafactor,
+                  "Adafactor: factored row/column second moments, relative step, update clipping (= transformers').",
+                  recommended={}),
+    OptimizerSpec("et_adagrad", ETAdaGrad,
+                  "AdaGrad with an extreme-tensoring preconditioner: sum of mode sizes per tensor (et_order=3).",
+                  recommended={}),
+    OptimizerSpec("et_adam", ETAdam,
+                  "Adam with an extreme-tensoring second moment (EMA form of ET) and decoupled weight decay.",
+                  recommended={}),
+):  # fmt: skip
+    register(_spec)
