@@ -1,0 +1,1 @@
+"""Benchmarks: ``memopt compare`` (convergence, state memory and speed of optimizers side by side), plots."""
