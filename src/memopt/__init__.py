@@ -5,6 +5,18 @@ Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`m
 ``state_bytes`` counts the exact bytes an optimizer's state holds.
 """
 
+from memopt.accelerated import (
+    ASGD,
+    NAGGS,
+    FourParameterASGD,
+    Grokfast,
+    MetaSTORM,
+    NesterovAGD,
+    QuasarAGD,
+    STORMPlus,
+    effective_lr,
+    naggs_optimal_step,
+)
 from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
@@ -14,6 +26,8 @@ from memopt.optim.registry import build_optimizer, list_optimizers, recommended_
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASGD",
+    "NAGGS",
     "SGD",
     "AdaGradNorm",
     "AdaGradSN",
@@ -23,12 +37,20 @@ __all__ = [
     "AdamW",
     "AdamWSN",
     "AdamWSNSM",
+    "FourParameterASGD",
+    "Grokfast",
     "MemoptOptimizer",
+    "MetaSTORM",
+    "NesterovAGD",
+    "QuasarAGD",
     "RMSPropSN",
     "RMSprop",
+    "STORMPlus",
     "build_optimizer",
+    "effective_lr",
     "format_state_report",
     "list_optimizers",
+    "naggs_optimal_step",
     "recommended_hparams",
     "state_bytes",
     "state_memory_report",

@@ -161,3 +161,27 @@ def build_optimizer(model: nn.Module, name: str, *, split: SplitRule | None = No
 
 def _group(named: list[tuple[str, torch.Tensor]], **settings: Any) -> dict[str, Any]:
     return {"params": [p for _, p in named], "param_names": [n for n, _ in named], **settings}
+
+
+# Accelerated and variance-reduced methods (memopt.accelerated). Their recommended settings are starting points for
+# LM pretraining checked on a tiny LLaMA (docs/experiments.md), not tuned at scale; meta_storm, storm_plus, quasar_agd
+# and nesterov_agd need optimizer.step(closure) (needs_closure = True).
+from memopt.accelerated import ASGD, NAGGS, MetaSTORM, NesterovAGD, QuasarAGD, STORMPlus  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("nag_gs", NAGGS, "NAG-GS: semi-implicit accelerated heavy ball (lr = alpha, mu, gamma); 1 buffer.",
+                  recommended={"lr": 0.0793, "mu": 0.1301, "gamma": 0.3554}),
+    OptimizerSpec("meta_storm", MetaSTORM,
+                  "META-STORM: adaptive STORM variance reduction; step(closure), 2 gradients per step.",
+                  recommended={"lr": 3e-3, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("storm_plus", STORMPlus, "STORM+: fully adaptive STORM (META-STORM's baseline); step(closure).",
+                  recommended={"lr": 1e-2, "b0": 1e-8, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("quasar_agd", QuasarAGD,
+                  "AGD for quasar-convex functions with its line search (lr = 1/L); step(closure), deterministic.",
+                  recommended={"lr": 0.1, "gamma": 0.5}),
+    OptimizerSpec("nesterov_agd", NesterovAGD, "Nesterov's AGD (quasar AGD with gamma = 1, no search); step(closure).",
+                  recommended={"lr": 0.1}),
+    OptimizerSpec("asgd", ASGD, "Accelerated SGD (Jain et al.; AccSGD form: lr, kappa, xi, small_const); 1 buffer.",
+                  recommended={"lr": 0.05, "kappa": 1000.0, "xi": 10.0, "small_const": 0.7}),
+):  # fmt: skip
+    register(_spec)
