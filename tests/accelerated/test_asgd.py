@@ -81,10 +81,14 @@ def test_faster_tail_bias_and_larger_variance_than_sgd_on_ill_conditioned_least_
     assert checkpoints(steps)[-1] == steps
 
 
-def test_save_load_continue_is_bit_identical():
+@pytest.mark.parametrize(
+    "make",
+    [lambda ps: ASGD(ps, lr=0.05, weight_decay=0.01), lambda ps: FourParameterASGD(ps, lr=0.05, beta=0.1)],
+    ids=["accsgd", "four_parameter"],
+)
+def test_save_load_continue_is_bit_identical(make):
     shapes = [(5, 3), (4,)]
     params, grads = make_params(shapes, torch.float32), make_grads(shapes, 12, torch.float32)
-    make = lambda ps: ASGD(ps, lr=0.05, weight_decay=0.01)
     straight, _ = run(make, params, grads)
     halfway, optimizer = run(make, params, grads[:5])
     new_params, new_optimizer = save_and_reload(optimizer, make, halfway)

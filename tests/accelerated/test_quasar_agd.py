@@ -152,10 +152,14 @@ def test_needs_a_closure_and_one_group():
         NesterovAGD([w], lr=0)
 
 
-def test_save_load_continue_is_bit_identical():
+@pytest.mark.parametrize("nesterov", [False, True], ids=["quasar_agd", "nesterov_agd"])
+def test_save_load_continue_is_bit_identical(nesterov):
     problem = sine_problem(log_spaced(6, 1e-2, 1.0), torch.zeros(6, dtype=torch.float64))
     x0 = torch.linspace(-3, 3, 6, dtype=torch.float64)
-    make = lambda p: QuasarAGD(p, lr=1 / problem.L, gamma=problem.gamma)
+    if nesterov:
+        make = lambda p: NesterovAGD(p, lr=1 / problem.L, mu=1e-3)
+    else:
+        make = lambda p: QuasarAGD(p, lr=1 / problem.L, gamma=problem.gamma)
     straight, _, _ = trajectory(problem, make, 30, x0)
     x = x0.clone().requires_grad_()
     optimizer = make([x])

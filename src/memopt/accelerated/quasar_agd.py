@@ -26,13 +26,14 @@ the search) at the price of one extra function evaluation per step. The complexi
 ``O(gamma^-1 L^1/2 R eps^-1/2 log(gamma^-1 eps^-1))`` function and gradient evaluations, against
 ``Omega(gamma^-1 L^1/2 R eps^-1/2)`` for any deterministic first-order method.
 
-Sources: the paper's abstract; the framework, parameters and line-search steps as restated in
-``docs``-level specification ALGORITHMS-accel.md section 3 from a public PyTorch implementation of the
-paper's framework (``agd_framework``, ``binary_search``). Where that restatement leaves a choice we made
-it: the bisection starts from ``tau = 1 - g'(1) / (L ||x - v||^2)``, where a gradient step along the
-segment lands, so ``g(tau) < g(1)`` strictly by L-smoothness and the bisection ends after finitely many
-halvings (the cap ``max_bisections`` guards against a non-quasar-convex ``f``; then the last point with
-``g <= g(tau)`` is used).
+Sources: the paper's abstract (the stored copies of the paper we could search end before its algorithm
+boxes); the framework, its parameters and the line-search steps as restated in the project's algorithm
+specification (``ALGORITHMS-accel.md``, section 3) from a public PyTorch implementation of the framework
+(``agd_framework``, ``binary_search``). Where that restatement leaves a choice we made it: the bisection
+starts from ``tau = 1 - g'(1) / (L ||x - v||^2)``, where a gradient step along the segment lands, so
+``g(tau) < g(1)`` strictly by L-smoothness and the bisection ends after finitely many halvings (the cap
+``max_bisections`` guards against a non-quasar-convex ``f``; then the last point with ``g <= g(tau)`` is
+used).
 
 Deterministic and closure-based: ``step(closure)`` calls the closure (which zeroes the gradients,
 computes the loss and its gradient at the current parameters and returns the loss) at each point the
