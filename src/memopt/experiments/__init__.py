@@ -23,12 +23,12 @@ DEFAULT_OUT = Path("runs") / "experiments"
 
 def studies() -> dict[str, Study]:
     """The studies by name (imported lazily: some need matplotlib or train small models)."""
-    from memopt.experiments import asgd, grokfast, meta_storm, momentum, naggs, quasar
+    from memopt.experiments import asgd, grokfast, meta_storm, momentum, naggs, quasar, tiny_lm
 
-    return {m.STUDY.name: m.STUDY for m in (naggs, quasar, meta_storm, asgd, grokfast, momentum)}
+    return {m.STUDY.name: m.STUDY for m in (naggs, quasar, meta_storm, asgd, grokfast, momentum, tiny_lm)}
 
 
-STUDY_NAMES = ("naggs", "quasar", "meta_storm", "asgd", "grokfast", "momentum")
+STUDY_NAMES = ("naggs", "quasar", "meta_storm", "asgd", "grokfast", "momentum", "tiny_lm")
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -105,8 +105,10 @@ def run(options: Options) -> StudyResult:
     kappa = L / mu
     logistic = _logistic_trace(150 if options.quick else 600)
     fig, (ax1, ax2) = figure(2)
-    stable = [r for r in rows if math.isfinite(r["rate"]) and r["rate"] < 1.5]
+    stable = [r for r in rows if r["rate"] < 1]
+    diverged = [r for r in rows if not r["rate"] < 1]
     ax1.plot([r["alpha"] for r in stable], [r["rate"] for r in stable], "o", label="measured")
+    ax1.plot([r["alpha"] for r in diverged], [1.0] * len(diverged), "rx", label="diverged")
     grid = [alpha_c * i / 100 for i in range(5, 106)]
     ax1.plot(grid, [1 / (1 + a) for a in grid], "-", label="1/(1+alpha)")
     ax1.axvline(alpha_c, ls="--", c="gray", label="alpha_c")
