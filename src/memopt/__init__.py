@@ -5,6 +5,18 @@ Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`m
 ``state_bytes`` counts the exact bytes an optimizer's state holds.
 """
 
+from memopt.accelerated import (
+    ASGD,
+    NAGGS,
+    FourParameterASGD,
+    Grokfast,
+    MetaSTORM,
+    NesterovAGD,
+    QuasarAGD,
+    STORMPlus,
+    effective_lr,
+    naggs_optimal_step,
+)
 from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
 from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -25,6 +37,8 @@ from memopt.optim.tensoring import ETAdaGrad, ETAdam
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASGD",
+    "NAGGS",
     "SGD",
     "AdaGradNorm",
     "AdaGradSN",
@@ -39,12 +53,20 @@ __all__ = [
     "AdamWSNSM8bit",
     "ETAdaGrad",
     "ETAdam",
+    "FourParameterASGD",
+    "Grokfast",
     "MemoptOptimizer",
+    "MetaSTORM",
+    "NesterovAGD",
+    "QuasarAGD",
     "RMSPropSN",
     "RMSprop",
+    "STORMPlus",
     "build_optimizer",
+    "effective_lr",
     "format_state_report",
     "list_optimizers",
+    "naggs_optimal_step",
     "recommended_hparams",
     "state_bytes",
     "state_memory_report",

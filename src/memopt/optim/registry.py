@@ -194,19 +194,44 @@ def _group(named: list[tuple[str, torch.Tensor]], **settings: Any) -> dict[str, 
 
 
 # Adafactor and extreme tensoring: every parameter in one group (split="all"), as both papers apply their
-# factored / tensored statistics to the whole model. No tuned learning rates yet: class defaults.
+# factored / tensored statistics to the whole model. Learning rates: starting points that lower the loss of
+# the harness's tiny preset (tests/train), not tuned; ET's steps shrink like numel^((p-1)/2p), hence larger lr.
 from memopt.optim.adafactor import Adafactor  # noqa: E402
 from memopt.optim.tensoring import ETAdaGrad, ETAdam  # noqa: E402
 
 for _spec in (
     OptimizerSpec("adafactor", Adafactor,
                   "Adafactor: factored row/column second moments, relative step, update clipping (= transformers').",
-                  recommended={}),
+                  recommended={"lr": 1e-2, "relative_step": False, "scale_parameter": False}),
     OptimizerSpec("et_adagrad", ETAdaGrad,
                   "AdaGrad with an extreme-tensoring preconditioner: sum of mode sizes per tensor (et_order=3).",
-                  recommended={}),
+                  recommended={"lr": 1.0}),
     OptimizerSpec("et_adam", ETAdam,
                   "Adam with an extreme-tensoring second moment (EMA form of ET) and decoupled weight decay.",
-                  recommended={}),
+                  recommended={"lr": 0.1}),
+):  # fmt: skip
+    register(_spec)
+
+
+# Accelerated and variance-reduced methods (memopt.accelerated). Their recommended settings are starting points for
+# LM pretraining checked on a tiny LLaMA (docs/experiments.md), not tuned at scale; meta_storm, storm_plus, quasar_agd
+# and nesterov_agd need optimizer.step(closure) (needs_closure = True).
+from memopt.accelerated import ASGD, NAGGS, MetaSTORM, NesterovAGD, QuasarAGD, STORMPlus  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("nag_gs", NAGGS, "NAG-GS: semi-implicit accelerated heavy ball (lr = alpha, mu, gamma); 1 buffer.",
+                  recommended={"lr": 0.3, "mu": 0.1301, "gamma": 0.3554}),
+    OptimizerSpec("meta_storm", MetaSTORM,
+                  "META-STORM: adaptive STORM variance reduction; step(closure), 2 gradients per step.",
+                  recommended={"lr": 3e-3, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("storm_plus", STORMPlus, "STORM+: fully adaptive STORM (META-STORM's baseline); step(closure).",
+                  recommended={"lr": 1e-2, "b0": 1e-8, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("quasar_agd", QuasarAGD,
+                  "AGD for quasar-convex functions with its line search (lr = 1/L); step(closure), deterministic.",
+                  recommended={"lr": 0.1, "gamma": 0.5}),
+    OptimizerSpec("nesterov_agd", NesterovAGD, "Nesterov's AGD (quasar AGD with gamma = 1, no search); step(closure).",
+                  recommended={"lr": 0.1}),
+    OptimizerSpec("asgd", ASGD, "Accelerated SGD (Jain et al.; AccSGD form: lr, kappa, xi, small_const); 1 buffer.",
+                  recommended={"lr": 0.3, "kappa": 1000.0, "xi": 10.0, "small_const": 0.7}),
 ):  # fmt: skip
     register(_spec)
