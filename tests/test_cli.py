@@ -152,9 +152,7 @@ def test_bad_input_gives_a_clear_error(capsys, tmp_path, argv, message):
 
 def test_resume_needs_out_and_a_checkpoint(capsys, tmp_path):
     status, _, err = run(capsys, "train", "--resume")
-    assert (
-        status == 2 and "memopt: error: --resume: give --out DIR, the folder of the run to continue." in err
-    )
+    assert status == 2 and "memopt: error: --resume: give --out DIR, the folder of the run to continue." in err
     status, _, err = run(
         capsys,
         "train",
@@ -166,9 +164,7 @@ def test_resume_needs_out_and_a_checkpoint(capsys, tmp_path):
         "--cache-dir",
         str(tmp_path / "cache"),
     )
-    assert (
-        status == 2 and "--resume: no checkpoint at" in err and "leave out --resume to start a new run" in err
-    )
+    assert status == 2 and "--resume: no checkpoint at" in err and "leave out --resume to start a new run" in err
 
 
 def test_empty_data_file(capsys, tmp_path):

@@ -5,30 +5,68 @@ Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`m
 ``state_bytes`` counts the exact bytes an optimizer's state holds.
 """
 
+from memopt.accelerated import (
+    ASGD,
+    NAGGS,
+    FourParameterASGD,
+    Grokfast,
+    MetaSTORM,
+    NesterovAGD,
+    QuasarAGD,
+    STORMPlus,
+    effective_lr,
+    naggs_optimal_step,
+)
 from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
+from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
-from memopt.optim.presets import AdaGradNorm, AdaGradSN, AdaGradSNSM, AdamWSN, AdamWSNSM, RMSPropSN
+from memopt.optim.presets import (
+    AdaGradNorm,
+    AdaGradSN,
+    AdaGradSNSM,
+    AdamW8bit,
+    AdamWSN,
+    AdamWSNSM,
+    AdamWSNSM8bit,
+    RMSPropSN,
+)
 from memopt.optim.registry import build_optimizer, list_optimizers, recommended_hparams
+from memopt.optim.tensoring import ETAdaGrad, ETAdam
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ASGD",
+    "NAGGS",
     "SGD",
     "AdaGradNorm",
     "AdaGradSN",
     "AdaGradSNSM",
+    "Adafactor",
     "Adagrad",
     "Adam",
     "AdamW",
+    "AdamW8bit",
     "AdamWSN",
     "AdamWSNSM",
+    "AdamWSNSM8bit",
+    "ETAdaGrad",
+    "ETAdam",
+    "FourParameterASGD",
+    "Grokfast",
     "MemoptOptimizer",
+    "MetaSTORM",
+    "NesterovAGD",
+    "QuasarAGD",
     "RMSPropSN",
     "RMSprop",
+    "STORMPlus",
     "build_optimizer",
+    "effective_lr",
     "format_state_report",
     "list_optimizers",
+    "naggs_optimal_step",
     "recommended_hparams",
     "state_bytes",
     "state_memory_report",

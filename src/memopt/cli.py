@@ -311,13 +311,21 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- main
 
-_SUBCOMMANDS = (_add_compare, _add_train, _add_list)
+
+def _add_experiment(subparsers) -> Callable:
+    from memopt import experiments
+
+    experiments.add_subparser(subparsers)
+    return experiments.run
+
+
+_SUBCOMMANDS = (_add_compare, _add_train, _add_list, _add_experiment)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     """The argument parser and the function that runs each subcommand."""
     parser = argparse.ArgumentParser(
-        prog="memopt", description="Memory-efficient optimizers for PyTorch: compare, train, list."
+        prog="memopt", description="Memory-efficient optimizers for PyTorch: compare, train, list, experiment."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners = {}

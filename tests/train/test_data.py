@@ -135,9 +135,7 @@ def test_data_too_small_for_a_batch(tmp_path):
     text = tmp_path / "small.txt"
     text.write_text("a few words of text.\n" * 200)
     data = prepare_data(DataConfig(path=str(text), tokenizer="byte", cache_dir=str(tmp_path / "cache")))
-    with pytest.raises(
-        DataError, match=r"fewer than one batch of 64 x 128 tokens\. Give more text, or lower"
-    ):
+    with pytest.raises(DataError, match=r"fewer than one batch of 64 x 128 tokens\. Give more text, or lower"):
         check_sizes(data, seq_len=128, batch_size=64)
     with pytest.raises(ConfigError, match="--seq-len 1: must be at least 2"):
         check_sizes(data, seq_len=1, batch_size=1)

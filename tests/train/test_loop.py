@@ -70,9 +70,7 @@ def test_tokens_are_counted_exactly_with_accumulation_and_token_limit(tiny):
     assert result.steps == math.ceil(5000 / per_step) and result.tokens == result.steps * per_step
     assert result.stopped_by == "max_tokens"
     records = read_metrics(os.path.join(result.out, METRICS_NAME))
-    assert [r["tokens"] for r in records if r["event"] == "train"] == [
-        per_step * (i + 1) for i in range(result.steps)
-    ]
+    assert [r["tokens"] for r in records if r["event"] == "train"] == [per_step * (i + 1) for i in range(result.steps)]
     assert [r["step"] for r in records if r["event"] == "eval"] == [result.steps]
 
 

@@ -52,7 +52,5 @@ def test_schedule_errors():
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ConfigError, match=r"--schedule 'cosin': unknown schedule \(did you mean 'cosine'"):
         build_scheduler(optimizer, ScheduleConfig("cosin"), 10, 1.0)
-    with pytest.raises(
-        ConfigError, match="--warmup-steps 10: must be at least 0 and below the schedule's 10"
-    ):
+    with pytest.raises(ConfigError, match="--warmup-steps 10: must be at least 0 and below the schedule's 10"):
         build_scheduler(optimizer, ScheduleConfig("cosine", warmup_steps=10), 10, 1.0)

@@ -65,16 +65,12 @@ class CompareConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` for an empty, duplicated or unknown optimizer list or baseline."""
         if not self.optimizers:
-            raise ConfigError(
-                "--optimizers: give at least one optimizer name, e.g. --optimizers adamw,adamw_sn."
-            )
+            raise ConfigError("--optimizers: give at least one optimizer name, e.g. --optimizers adamw,adamw_sn.")
         for name in self.optimizers:
             opt_lib.check_name(name)
         duplicates = sorted({n for n in self.optimizers if self.optimizers.count(n) > 1})
         if duplicates:
-            raise ConfigError(
-                f"--optimizers: {', '.join(duplicates)} listed twice; list each optimizer once."
-            )
+            raise ConfigError(f"--optimizers: {', '.join(duplicates)} listed twice; list each optimizer once.")
         if self.baseline_name() not in self.optimizers:
             raise ConfigError(
                 f"--baseline {self.baseline_name()}: not among --optimizers {','.join(self.optimizers)}; "
@@ -126,9 +122,7 @@ def machine_info(device: str) -> dict[str, Any]:
     return info
 
 
-def summarize(
-    config: CompareConfig, results: dict[str, TrainResult], extra: dict[str, Any]
-) -> dict[str, Any]:
+def summarize(config: CompareConfig, results: dict[str, TrainResult], extra: dict[str, Any]) -> dict[str, Any]:
     """The comparison's numbers: one row per optimizer, measured against the baseline."""
     baseline = results[config.baseline_name()]
     target = baseline.final_val_loss
@@ -153,9 +147,7 @@ def summarize(
                 "steps": result.steps,
                 "stopped_by": result.stopped_by,
                 "tokens_to_target": reached,
-                "tokens_to_target_fraction": reached / baseline_tokens
-                if reached and baseline_tokens
-                else None,
+                "tokens_to_target_fraction": reached / baseline_tokens if reached and baseline_tokens else None,
                 "median_step_time_s": result.median_step_time,
                 "tokens_per_s": result.tokens_per_s,
                 "evals": result.evals,
@@ -207,9 +199,7 @@ def format_table(summary: dict[str, Any]) -> str:
     rule = "  ".join("-" * w for w in widths)
 
     def render(cells: list[str]) -> str:
-        padded = [
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "  ".join(padded)
 
     return "\n".join([render(headers), rule, *(render(line) for line in lines)])
@@ -229,9 +219,7 @@ def run_compare(config: CompareConfig, log=print, command: str | None = None) ->
     config.validate()
     out = Path(config.out)
     if (out / SUMMARY_NAME).exists():
-        raise ConfigError(
-            f"--out {out}: the folder already holds a comparison ({SUMMARY_NAME}); choose another --out."
-        )
+        raise ConfigError(f"--out {out}: the folder already holds a comparison ({SUMMARY_NAME}); choose another --out.")
     started = time.time()
     data = prepare_data(config.base.data_config())
     check_sizes(data, config.base.seq_len, config.base.batch_size)

@@ -18,7 +18,7 @@ an estimator only writes a fast version where it pays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -42,6 +42,9 @@ class ParamStep:
     name: str
     #: state shared by the whole group (kept in the state of the group's first parameter)
     group_state: dict
+    #: this step's freshly computed states in the compute dtype: later stages of the same step read these
+    #: rather than the stored (possibly quantized) copies, as a fused kernel would keep them in registers
+    fresh: dict = field(default_factory=dict)
 
 
 class Estimator:

@@ -39,7 +39,7 @@ class EMAMomentum(MomentumEstimator):
 
     def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
         if group["betas"][0] > 0:
-            state["exp_avg"] = storage.zeros_elementwise(param)
+            storage.create(state, "exp_avg", param, group)
 
     def state_shapes(self, param, state, group):
         return {"exp_avg": tuple(param.shape)} if group["betas"][0] > 0 else {}
@@ -85,7 +85,7 @@ class HeavyBallMomentum(MomentumEstimator):
 
     def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
         if group["momentum"] > 0:
-            state["momentum_buffer"] = storage.zeros_elementwise(param)
+            storage.create(state, "momentum_buffer", param, group)
 
     def state_shapes(self, param, state, group):
         return {"momentum_buffer": tuple(param.shape)} if group["momentum"] > 0 else {}

@@ -68,9 +68,9 @@ class CoordinateSecondMoment(SecondMomentEstimator):
             raise ValueError("Invalid centered=True with betas[1] (beta2) = 1: centering needs an EMA (beta2 < 1).")
 
     def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        state["exp_avg_sq"] = storage.zeros_elementwise(param).fill_(group["initial_accumulator_value"])
+        storage.create(state, "exp_avg_sq", param, group, non_negative=True, fill=group["initial_accumulator_value"])
         if group["centered"]:
-            state["grad_avg"] = storage.zeros_elementwise(param)
+            storage.create(state, "grad_avg", param, group)
 
     def state_shapes(self, param, state, group):
         shapes = {"exp_avg_sq": tuple(param.shape)}
@@ -82,16 +82,16 @@ class CoordinateSecondMoment(SecondMomentEstimator):
         beta2 = group["betas"][1]
         acc = storage.load(ps.state, "exp_avg_sq", ps.grad.dtype)
         accumulate(acc, ps.grad * ps.grad, beta2)
-        storage.store(ps.state, "exp_avg_sq", acc)
+        storage.store(ps.state, "exp_avg_sq", acc, ps.fresh)
         if group["centered"]:
             mean = storage.load(ps.state, "grad_avg", ps.grad.dtype)
             mean.lerp_(ps.grad, 1 - beta2)
-            storage.store(ps.state, "grad_avg", mean)
+            storage.store(ps.state, "grad_avg", mean, ps.fresh)
 
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
-        acc = storage.load(ps.state, "exp_avg_sq", numerator.dtype)
+        acc = storage.load(ps.state, "exp_avg_sq", numerator.dtype, ps.fresh)
         if group["centered"]:
-            mean = storage.load(ps.state, "grad_avg", numerator.dtype)
+            mean = storage.load(ps.state, "grad_avg", numerator.dtype, ps.fresh)
             acc = acc.addcmul(mean, mean, value=-1)
         return numerator / denominator(acc, group, ps.step)
 

@@ -114,11 +114,11 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
         g = ps.grad.reshape(view)
         acc = storage.load(ps.state, "subset_sq", g.dtype)
         accumulate(acc, (g * g).sum(dim=reduce_dim, keepdim=True), group["betas"][1])
-        storage.store(ps.state, "subset_sq", acc)
+        storage.store(ps.state, "subset_sq", acc, ps.fresh)
 
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
         view, _ = self._partition(ps.param, group)
-        acc = storage.load(ps.state, "subset_sq", numerator.dtype)
+        acc = storage.load(ps.state, "subset_sq", numerator.dtype, ps.fresh)
         return (numerator.reshape(view) / denominator(acc, group, ps.step)).reshape(numerator.shape)
 
     def update_many(self, steps: list[ParamStep], group: dict) -> None:
@@ -126,8 +126,13 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
         for ps in steps:
             view, reduce_dim = self._partition(ps.param, group)
             g = ps.grad.reshape(view)
-            # A row-wise (or column-wise) dot product reads g once and makes no squared copy.
-            stat = torch.linalg.vecdot(g, g, dim=reduce_dim).unsqueeze(reduce_dim)
+            # The fastest CPU reductions measured (see docs/benchmarks.md): a row norm reads g once; column
+            # sums of squares go through a matrix-vector product (a strided norm over dim 0 is ~6x slower).
+            if reduce_dim == 1:
+                stat = torch.linalg.vector_norm(g, dim=1, keepdim=True).square_()
+            else:
+                ones = torch.ones(g.shape[0], dtype=g.dtype, device=g.device)
+                stat = torch.mv((g * g).T, ones).unsqueeze(0)
             accumulate(ps.state["subset_sq"], stat, beta2)
 
     def apply_many(self, steps, numerators, step_sizes, group) -> None:

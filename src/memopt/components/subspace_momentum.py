@@ -83,7 +83,7 @@ class SubspaceMomentum(MomentumEstimator):
         shape = tuple(param.shape)
         layout = projectors.layout_for(shape, group["proj_type"])
         momentum_shape = projectors.projected_shape(shape, effective_rank(shape, group), layout)
-        state["sm_exp_avg"] = storage.zeros_elementwise(param, momentum_shape)
+        storage.create(state, "sm_exp_avg", param, group, momentum_shape)
 
     def state_shapes(self, param, state, group):
         shape = tuple(param.shape)

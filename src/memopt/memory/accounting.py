@@ -67,7 +67,8 @@ def state_memory_report(
     """State bytes of each optimizer in ``names`` (and ``reference``) on ``model``, after one step.
 
     One step with seeded random gradients creates every state, projector bases included; the model's
-    parameters and gradients are restored afterwards. ``hparams[name]`` are passed to
+    parameters and gradients are restored afterwards. A model on the meta device is measured without
+    allocating (its state tensors have real shapes and dtypes but no storage). ``hparams[name]`` are passed to
     ``build(model, name, **hparams[name])``, which defaults to ``memopt.build_optimizer``.
     """
     from memopt.optim.registry import build_optimizer
@@ -83,7 +84,10 @@ def state_memory_report(
         for name in order:
             optimizer = build(model, name, **(hparams or {}).get(name, {}))
             for p in params:
-                p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p.dtype)
+                if p.device.type == "meta":  # a model planned without memory: shapes and dtypes only
+                    p.grad = torch.empty_like(p)
+                else:
+                    p.grad = torch.randn(p.shape, generator=generator).to(device=p.device, dtype=p.dtype)
             optimizer.step()
             measured[name] = state_bytes(optimizer)
             del optimizer

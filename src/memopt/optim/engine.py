@@ -13,30 +13,32 @@ For each parameter with a gradient, one step is::
 The estimators are chosen per parameter group by ``momentum_type`` and ``second_moment_type`` and keep all
 their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two paths run the same math:
 
-* the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters;
+* the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters (and
+  for state held in 16 or 8 bits, see :mod:`memopt.components.storage`);
 * the **fast** path (``foreach=None`` or ``True``), used for float32/float64 contiguous parameters whose
   state has their dtype: in-place updates, ``torch._foreach_*`` over the group, and the final combine fused
-  into one ``addcdiv_``. Tests hold it equal to the reference path.
+  into one ``addcdiv_``; groups that are exactly Adam/AdamW go to torch's fused Adam kernel
+  (:mod:`memopt.optim.fused`). Tests hold it equal to the reference path.
 """
 
 from __future__ import annotations
 
-import copy
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.optim import Optimizer
 
 from memopt.components import storage
 from memopt.components.adagrad_norm import AdaGradNormSecondMoment
 from memopt.components.base import MomentumEstimator, ParamStep, SecondMomentEstimator
+from memopt.components.extreme_tensoring import ExtremeTensoringSecondMoment
 from memopt.components.momentum import EMAMomentum, HeavyBallMomentum, NoMomentum
 from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
 from memopt.components.subset_norm import SubsetNormSecondMoment
 from memopt.components.subspace_momentum import SubspaceMomentum
-from memopt.optim.validation import check_betas, check_choice, check_non_negative
+from memopt.optim.base import MemoptBase, param_name
+from memopt.optim.fused import fused_adam_applies, fused_adam_step
+from memopt.optim.validation import check_betas, check_choice, check_non_negative, check_positive_int
 
 MOMENTUM_ESTIMATORS: dict[str, MomentumEstimator] = {
     "none": NoMomentum(),
@@ -50,6 +52,7 @@ SECOND_MOMENT_ESTIMATORS: dict[str, SecondMomentEstimator] = {
     "coordinate": CoordinateSecondMoment(),
     "subset_norm": SubsetNormSecondMoment(),
     "adagrad_norm": AdaGradNormSecondMoment(),
+    "extreme_tensoring": ExtremeTensoringSecondMoment(),
 }
 
 #: hyperparameters every group has, with their defaults
@@ -66,9 +69,17 @@ ENGINE_HYPERPARAMETERS: dict[str, Any] = {
     "momentum_type": "ema",
     "second_moment_type": "coordinate",
     "foreach": None,
+    "state_storage": "default",
+    "quant_block_size": 256,
 }
 
 _FAST_DTYPES = (torch.float32, torch.float64)
+
+
+def _kind(estimator: MomentumEstimator | SecondMomentEstimator) -> str:
+    """The registry key of an estimator instance."""
+    table = MOMENTUM_ESTIMATORS if isinstance(estimator, MomentumEstimator) else SECOND_MOMENT_ESTIMATORS
+    return next(k for k, v in table.items() if v is estimator)
 
 
 def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEstimator]:
@@ -83,15 +94,7 @@ def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEsti
     return MOMENTUM_ESTIMATORS[momentum_type], SECOND_MOMENT_ESTIMATORS[second_type]
 
 
-def param_name(group: dict, group_index: int, position: int, param: torch.Tensor) -> str:
-    """A name for messages: the parameter's name when the group has ``param_names``, else its position."""
-    names = group.get("param_names")
-    if names is not None and position < len(names):
-        return f"parameter {names[position]!r}"
-    return f"param_groups[{group_index}]['params'][{position}] (shape {tuple(param.shape)})"
-
-
-class MemoptOptimizer(Optimizer):
+class MemoptOptimizer(MemoptBase):
     """Base class of every memopt optimizer: a ``torch.optim.Optimizer`` assembled from estimators.
 
     Subclasses (the presets) only choose ``defaults``. Groups may override any hyperparameter, including
@@ -102,18 +105,7 @@ class MemoptOptimizer(Optimizer):
         super().__init__(params, {**ENGINE_HYPERPARAMETERS, **defaults})
 
     # ----------------------------------------------------------------------------------------- groups
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        try:
-            self._complete_group(group)
-            self._validate_group(group, len(self.param_groups) - 1)
-        except Exception:
-            self.param_groups.pop()
-            raise
-
-    @staticmethod
-    def _complete_group(group: dict) -> None:
+    def _complete_group(self, group: dict) -> None:
         check_choice("momentum_type", group["momentum_type"], MOMENTUM_ESTIMATORS)
         check_choice("second_moment_type", group["second_moment_type"], SECOND_MOMENT_ESTIMATORS)
         declared = (MOMENTUM_ESTIMATORS[group["momentum_type"]], SECOND_MOMENT_ESTIMATORS[group["second_moment_type"]])
@@ -123,21 +115,18 @@ class MemoptOptimizer(Optimizer):
         if isinstance(group["betas"], list):
             group["betas"] = tuple(group["betas"])
 
-    @staticmethod
-    def _validate_group(group: dict, group_index: int) -> None:
+    def _validate_group(self, group: dict, group_index: int) -> None:
+        super()._validate_group(group, group_index)
         for key in ("lr", "eps", "weight_decay", "lr_decay", "update_momentum"):
             check_non_negative(key, group[key])
         check_betas(group["betas"])
+        check_choice("state_storage", group["state_storage"], storage.STORAGE_CHOICES)
+        check_positive_int("quant_block_size", group["quant_block_size"])
         momentum, second = resolve_estimators(group)
         momentum.validate_group(group)
         second.validate_group(group)
         for position, param in enumerate(group["params"]):
             name = param_name(group, group_index, position, param)
-            if param.is_complex():
-                raise ValueError(
-                    f"{name} is complex; memopt optimizers handle real parameters. Optimize "
-                    "torch.view_as_real(param) instead, or use a torch.optim optimizer for it."
-                )
             momentum.check_param(param, group, name)
             second.check_param(param, group, name)
 
@@ -149,7 +138,7 @@ class MemoptOptimizer(Optimizer):
         momentum.init_state(param, state, group)
         second.init_state(param, state, group)
         if group["update_momentum"] > 0:
-            state["update_buffer"] = storage.zeros_elementwise(param)
+            storage.create(state, "update_buffer", param, group)
 
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         """Reject state that this group's estimators would not have created for ``param``."""
@@ -178,34 +167,6 @@ class MemoptOptimizer(Optimizer):
                     f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(value.shape)}, "
                     f"expected {shape}.{hint}"
                 )
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a ``state_dict()``, keeping every state tensor's dtype exactly as saved.
-
-        ``torch.optim.Optimizer.load_state_dict`` casts floating state to the parameter's dtype (and would
-        turn int64 projector indices or float32 accumulators of bfloat16 parameters into something else);
-        here the groups are loaded by torch and the per-parameter state by memopt, moved to the
-        parameter's device only, and checked against the group's estimators.
-        """
-        saved_state = state_dict["state"]
-        super().load_state_dict({**state_dict, "state": {}})
-        params_by_id: dict[Any, tuple[torch.Tensor, dict, str]] = {}
-        for group_index, (saved_group, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
-            self._complete_group(group)
-            for position, (pid, param) in enumerate(zip(saved_group["params"], group["params"])):
-                params_by_id[pid] = (param, group, param_name(group, group_index, position, param))
-        new_state: defaultdict[torch.Tensor, dict] = defaultdict(dict)
-        for pid, saved in saved_state.items():
-            if pid not in params_by_id:
-                raise ValueError(
-                    f"Cannot load optimizer state: state for parameter id {pid!r} has no parameter in "
-                    "param_groups; the checkpoint does not belong to this optimizer."
-                )
-            param, group, name = params_by_id[pid]
-            state = {k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()}
-            self._check_loaded_state(param, state, group, name)
-            new_state[param] = state
-        self.state = new_state
 
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -264,10 +225,12 @@ class MemoptOptimizer(Optimizer):
 
     @staticmethod
     def _fast_eligible(param: torch.Tensor, state: dict) -> bool:
+        """The fast path updates state in place: every state tensor must be held in the parameter's dtype
+        (or be projector indices); quantized or lower-precision state goes through the reference path."""
         return (
             param.dtype in _FAST_DTYPES
             and param.is_contiguous()
-            and all(v.dtype == param.dtype for v in state.values() if torch.is_tensor(v) and v.is_floating_point())
+            and all(v.dtype in (param.dtype, torch.int64) for v in state.values() if torch.is_tensor(v))
         )
 
     @staticmethod
@@ -309,7 +272,7 @@ class MemoptOptimizer(Optimizer):
         mu = group["update_momentum"]
         if mu > 0:
             if "update_buffer" not in ps.state:
-                ps.state["update_buffer"] = storage.zeros_elementwise(ps.param)
+                storage.create(ps.state, "update_buffer", ps.param, group)
             buffer = storage.load(ps.state, "update_buffer", update.dtype)
             buffer.mul_(mu).add_(update)
             storage.store(ps.state, "update_buffer", buffer)
@@ -321,6 +284,9 @@ class MemoptOptimizer(Optimizer):
     def _fast_update(
         self, steps: list[ParamStep], group: dict, momentum: MomentumEstimator, second: SecondMomentEstimator
     ) -> None:
+        if fused_adam_applies(group, _kind(momentum), _kind(second)):
+            fused_adam_step(steps, group)
+            return
         lr, wd = group["lr"], group["weight_decay"]
         if wd != 0 and group["decoupled_weight_decay"]:
             torch._foreach_mul_([ps.work for ps in steps], 1 - lr * wd)

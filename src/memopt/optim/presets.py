@@ -19,6 +19,33 @@ from memopt.optim.baselines import Params
 from memopt.optim.engine import MemoptOptimizer
 
 
+def _subset_norm_settings(
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    subset_size: int | str | None,
+    *,
+    bias_correction: bool,
+    maximize: bool,
+    foreach: bool | None,
+) -> dict[str, Any]:
+    """Defaults shared by the Subset-Norm presets (EMA or no momentum, decoupled weight decay)."""
+    return dict(
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        decoupled_weight_decay=True,
+        bias_correction=bias_correction,
+        subset_size=subset_size,
+        maximize=maximize,
+        foreach=foreach,
+        momentum_type="ema",
+        second_moment_type="subset_norm",
+    )
+
+
 def _subspace_settings(
     rank: int | None, update_proj_gap: int, proj_type: str, proj_policy: str, proj_seed: int
 ) -> dict[str, Any]:
@@ -54,18 +81,8 @@ class AdamWSN(MemoptOptimizer):
         foreach: bool | None = None,
         **settings: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            bias_correction=True,
-            subset_size=subset_size,
-            maximize=maximize,
-            foreach=foreach,
-            momentum_type="ema",
-            second_moment_type="subset_norm",
+        defaults = _subset_norm_settings(
+            lr, betas, eps, weight_decay, subset_size, bias_correction=True, maximize=maximize, foreach=foreach
         )
         super().__init__(params, {**defaults, **settings})
 
@@ -97,10 +114,11 @@ class AdamWSNSM(AdamWSN):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        **settings: Any,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach,
-            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed),
+            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed), **settings,
         )  # fmt: skip
 
 
@@ -124,18 +142,8 @@ class AdaGradSN(MemoptOptimizer):
         foreach: bool | None = None,
         **settings: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            bias_correction=False,
-            subset_size=subset_size,
-            maximize=maximize,
-            foreach=foreach,
-            momentum_type="ema",
-            second_moment_type="subset_norm",
+        defaults = _subset_norm_settings(
+            lr, betas, eps, weight_decay, subset_size, bias_correction=False, maximize=maximize, foreach=foreach
         )
         super().__init__(params, {**defaults, **settings})
 
@@ -185,18 +193,8 @@ class RMSPropSN(MemoptOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=True,
-            bias_correction=False,
-            subset_size=subset_size,
-            maximize=maximize,
-            foreach=foreach,
-            momentum_type="ema",
-            second_moment_type="subset_norm",
+        defaults = _subset_norm_settings(
+            lr, betas, eps, weight_decay, subset_size, bias_correction=False, maximize=maximize, foreach=foreach
         )
         super().__init__(params, defaults)
 
@@ -237,3 +235,65 @@ class AdaGradNorm(MemoptOptimizer):
             second_moment_type="adagrad_norm",
         )
         super().__init__(params, defaults)
+
+
+class AdamW8bit(MemoptOptimizer):
+    """AdamW whose two moments are stored in 8 bits, block-wise quantized (Dettmers et al., ICLR 2022).
+
+    The update is AdamW's, computed in float32 from the dequantized moments; ``exp_avg`` uses the signed and
+    ``exp_avg_sq`` the unsigned dynamic map, one float32 absmax per ``quant_block_size`` elements (2.03
+    bytes/parameter instead of 8). Tensors under 4096 elements keep float32 moments.
+    """
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        quant_block_size: int = 256,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=True,
+            bias_correction=True,
+            maximize=maximize,
+            momentum_type="ema",
+            second_moment_type="coordinate",
+            state_storage="8bit",
+            quant_block_size=quant_block_size,
+        )
+        super().__init__(params, defaults)
+
+
+class AdamWSNSM8bit(AdamWSNSM):
+    """AdamW-SNSM with 8-bit momentum: the subspace momentum (and the plain groups' Adam moments) are
+    stored block-wise quantized in 8 bits; Subset-Norm accumulators and projector bases stay in float32."""
+
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        subset_size: int | str | None = "heuristics",
+        rank: int | None = 128,
+        update_proj_gap: int = 200,
+        proj_type: str = "svd",
+        proj_policy: str = "reset",
+        proj_seed: int = 0,
+        quant_block_size: int = 256,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr, betas, eps, weight_decay, subset_size, rank, update_proj_gap, proj_type, proj_policy,
+            proj_seed, maximize=maximize, state_storage="8bit", quant_block_size=quant_block_size,
+        )  # fmt: skip

@@ -19,7 +19,17 @@ from torch import nn
 from torch.optim import Optimizer
 
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
-from memopt.optim.presets import AdaGradNorm, AdaGradSN, AdaGradSNSM, AdamWSN, AdamWSNSM, RMSPropSN
+from memopt.optim.engine import MemoptOptimizer
+from memopt.optim.presets import (
+    AdaGradNorm,
+    AdaGradSN,
+    AdaGradSNSM,
+    AdamW8bit,
+    AdamWSN,
+    AdamWSNSM,
+    AdamWSNSM8bit,
+    RMSPropSN,
+)
 from memopt.optim.validation import closest_names_hint
 
 SplitRule = Callable[[str, nn.Parameter], bool]
@@ -87,6 +97,13 @@ for _spec in (
                   "RMSProp with Subset-Norm step sizes on nn.Linear weights (no momentum).",
                   split="linear", compressed_only=_SN_KEYS, plain_group={"subset_size": None},
                   recommended={"lr": 2e-3}),
+    OptimizerSpec("adamw8bit", AdamW8bit,
+                  "AdamW with both moments stored in 8 bits, block-wise quantized (2.03 bytes/param).",
+                  recommended={"lr": 2e-3, "weight_decay": 0.0}),
+    OptimizerSpec("adamw_snsm8bit", AdamWSNSM8bit,
+                  "AdamW-SNSM with 8-bit momentum (Subset-Norm accumulators and bases in float32).",
+                  split="linear", compressed_only=_SN_KEYS + _SM_KEYS,
+                  plain_group={"subset_size": None, "rank": None}, recommended={"lr": 2e-2}),
     OptimizerSpec("adagrad_norm", AdaGradNorm,
                   "AdaGrad-Norm: one scalar step size per tensor (global_norm=True: one for the model).",
                   recommended={"lr": 1.0, "momentum": 0.9}),
@@ -114,10 +131,18 @@ def recommended_hparams(name: str) -> dict[str, Any]:
     return dict(get_spec(name).recommended)
 
 
+#: group options every optimizer of the memopt engine takes through ``build_optimizer``, besides its own
+STORAGE_KEYS = ("state_storage", "quant_block_size")
+
+
 def accepted_hparams(name: str) -> list[str]:
-    """The hyperparameters ``build_optimizer(model, name, ...)`` accepts."""
-    signature = inspect.signature(get_spec(name).cls.__init__)
-    return [p for p in signature.parameters if p not in ("self", "params", "settings")]
+    """The hyperparameters ``build_optimizer(model, name, ...)`` accepts: the preset's arguments, and for
+    engine presets the state storage options (``state_storage="bfloat16"`` or ``"8bit"``)."""
+    cls = get_spec(name).cls
+    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params", "settings")]
+    if issubclass(cls, MemoptOptimizer):
+        names += [k for k in STORAGE_KEYS if k not in names]
+    return names
 
 
 def linear_weight_split(model: nn.Module) -> SplitRule:
@@ -141,11 +166,12 @@ def build_optimizer(model: nn.Module, name: str, *, split: SplitRule | None = No
                 f"Optimizer {name!r} has no hyperparameter {key!r}.{closest_names_hint(key, accepted)} "
                 f"Accepted: {', '.join(accepted)}."
             )
+    group_settings = {k: hparams.pop(k) for k in STORAGE_KEYS if k in hparams and k not in _signature(spec.cls)}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError(f"The model has no trainable parameters to optimize with {name!r}.")
     if spec.split == "all":
-        groups = [_group(named)]
+        groups = [_group(named, **group_settings)]
     else:
         rule = split or linear_weight_split(model)
         compressed = [(n, p) for n, p in named if rule(n, p)]
@@ -153,11 +179,59 @@ def build_optimizer(model: nn.Module, name: str, *, split: SplitRule | None = No
         compressed_settings = {k: hparams.pop(k) for k in spec.compressed_only if k in hparams}
         groups = []
         if compressed:
-            groups.append(_group(compressed, **compressed_settings))
+            groups.append(_group(compressed, **compressed_settings, **group_settings))
         if plain:
-            groups.append(_group(plain, **spec.plain_group))
+            groups.append(_group(plain, **spec.plain_group, **group_settings))
     return spec.cls(groups, **hparams)
+
+
+def _signature(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters)
 
 
 def _group(named: list[tuple[str, torch.Tensor]], **settings: Any) -> dict[str, Any]:
     return {"params": [p for _, p in named], "param_names": [n for n, _ in named], **settings}
+
+
+# Adafactor and extreme tensoring: every parameter in one group (split="all"), as both papers apply their
+# factored / tensored statistics to the whole model. Learning rates: starting points that lower the loss of
+# the harness's tiny preset (tests/train), not tuned; ET's steps shrink like numel^((p-1)/2p), hence larger lr.
+from memopt.optim.adafactor import Adafactor  # noqa: E402
+from memopt.optim.tensoring import ETAdaGrad, ETAdam  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("adafactor", Adafactor,
+                  "Adafactor: factored row/column second moments, relative step, update clipping (= transformers').",
+                  recommended={"lr": 1e-2, "relative_step": False, "scale_parameter": False}),
+    OptimizerSpec("et_adagrad", ETAdaGrad,
+                  "AdaGrad with an extreme-tensoring preconditioner: sum of mode sizes per tensor (et_order=3).",
+                  recommended={"lr": 1.0}),
+    OptimizerSpec("et_adam", ETAdam,
+                  "Adam with an extreme-tensoring second moment (EMA form of ET) and decoupled weight decay.",
+                  recommended={"lr": 0.1}),
+):  # fmt: skip
+    register(_spec)
+
+
+# Accelerated and variance-reduced methods (memopt.accelerated). Their recommended settings are starting points for
+# LM pretraining checked on a tiny LLaMA (docs/experiments.md), not tuned at scale; meta_storm, storm_plus, quasar_agd
+# and nesterov_agd need optimizer.step(closure) (needs_closure = True).
+from memopt.accelerated import ASGD, NAGGS, MetaSTORM, NesterovAGD, QuasarAGD, STORMPlus  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("nag_gs", NAGGS, "NAG-GS: semi-implicit accelerated heavy ball (lr = alpha, mu, gamma); 1 buffer.",
+                  recommended={"lr": 0.3, "mu": 0.1301, "gamma": 0.3554}),
+    OptimizerSpec("meta_storm", MetaSTORM,
+                  "META-STORM: adaptive STORM variance reduction; step(closure), 2 gradients per step.",
+                  recommended={"lr": 3e-3, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("storm_plus", STORMPlus, "STORM+: fully adaptive STORM (META-STORM's baseline); step(closure).",
+                  recommended={"lr": 1e-2, "b0": 1e-8, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("quasar_agd", QuasarAGD,
+                  "AGD for quasar-convex functions with its line search (lr = 1/L); step(closure), deterministic.",
+                  recommended={"lr": 0.1, "gamma": 0.5}),
+    OptimizerSpec("nesterov_agd", NesterovAGD, "Nesterov's AGD (quasar AGD with gamma = 1, no search); step(closure).",
+                  recommended={"lr": 0.1}),
+    OptimizerSpec("asgd", ASGD, "Accelerated SGD (Jain et al.; AccSGD form: lr, kappa, xi, small_const); 1 buffer.",
+                  recommended={"lr": 0.3, "kappa": 1000.0, "xi": 10.0, "small_const": 0.7}),
+):  # fmt: skip
+    register(_spec)

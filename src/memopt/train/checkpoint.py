@@ -98,9 +98,7 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
             "wrote this file yourself, rerun with --trust-checkpoint."
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(
-            f"--resume: cannot read {path}: {exc}. The file is damaged or not a checkpoint."
-        ) from exc
+        raise CheckpointError(f"--resume: cannot read {path}: {exc}. The file is damaged or not a checkpoint.") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"--resume: {path} is not a memopt training checkpoint (format {FORMAT}).")
     return payload

@@ -178,18 +178,12 @@ class TrainConfig:
                 raise ConfigError(f"{flag} {value}: must be positive.")
         for flag, value in {"--eval-every": self.eval_every, "--save-every": self.save_every}.items():
             if value < 0:
-                raise ConfigError(
-                    f"{flag} {value}: must be 0 (only at the end) or a positive number of steps."
-                )
+                raise ConfigError(f"{flag} {value}: must be 0 (only at the end) or a positive number of steps.")
         if self.clip is not None and self.clip < 0:
             raise ConfigError(f"--clip {self.clip}: must be positive, or 0 to disable clipping.")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"--dtype {self.dtype!r}: choose auto, fp32 or bf16.")
-        if (
-            self.schedule_steps is not None
-            and self.schedule_steps < self.total_steps()
-            and self.schedule == "cosine"
-        ):
+        if self.schedule_steps is not None and self.schedule_steps < self.total_steps() and self.schedule == "cosine":
             raise ConfigError(
                 f"--schedule-steps {self.schedule_steps}: shorter than the run's {self.total_steps()} steps; "
                 "the cosine would rise again after its end. Raise --schedule-steps or lower --max-steps."

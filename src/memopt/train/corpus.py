@@ -105,9 +105,7 @@ def _read_file(file: Path) -> list[str]:
     try:
         raw = file.read_bytes()
     except OSError as exc:
-        raise DataError(
-            f"--data: cannot read {file}: {exc.strerror}. Check the path and its permissions."
-        ) from exc
+        raise DataError(f"--data: cannot read {file}: {exc.strerror}. Check the path and its permissions.") from exc
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

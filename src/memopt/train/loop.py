@@ -130,9 +130,7 @@ class Trainer:
     def _validation_batches(self) -> list[torch.Tensor]:
         """The fixed validation set: the first ``eval_batches`` batches of blocks of the validation split."""
         val = TokenBatches(self.data.val, self.config.seq_len, self.config.batch_size, seed=0, shuffle=False)
-        blocks = torch.from_numpy(
-            val.blocks[: self.config.eval_batches * self.config.batch_size].astype("int64")
-        )
+        blocks = torch.from_numpy(val.blocks[: self.config.eval_batches * self.config.batch_size].astype("int64"))
         return list(torch.split(blocks, self.config.batch_size))
 
     def identity(self) -> dict[str, Any]:
@@ -213,8 +211,8 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _train_step(self) -> tuple[float, float | None, float]:
-        """One optimizer step over ``grad_accum`` microbatches; returns (loss, grad norm, lr used)."""
+    def _forward_backward(self, *, count_tokens: bool) -> torch.Tensor:
+        """Gradients of this step's ``grad_accum`` microbatches at the current parameters; the mean loss."""
         accum = self.config.grad_accum
         total = torch.zeros((), device=self.device)
         for micro in range(accum):
@@ -223,15 +221,32 @@ class Trainer:
                 loss = self.model(input_ids=inputs, labels=inputs).loss
             (loss / accum).backward()
             total += loss.detach()
-            self.tokens += inputs.numel()
-        loss_value = (total / accum).item()
+            if count_tokens:
+                self.tokens += inputs.numel()
+        return total / accum
+
+    def _closure(self) -> torch.Tensor:
+        """For optimizers with ``needs_closure``: the same minibatch's loss and (clipped) gradients at the
+        parameters the optimizer has set, as often as it asks."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self._forward_backward(count_tokens=False)
+        if self.config.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        return loss
+
+    def _train_step(self) -> tuple[float, float | None, float]:
+        """One optimizer step over ``grad_accum`` microbatches; returns (loss, grad norm, lr used)."""
+        loss_value = self._forward_backward(count_tokens=True).item()
         grad_norm = None
         if self.config.clip:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
         lr = float(self.optimizer.param_groups[0]["lr"])
         if not math.isfinite(loss_value) or (grad_norm is not None and not math.isfinite(grad_norm)):
             self._stop_non_finite(loss_value, grad_norm, lr)
-        self.optimizer.step()
+        if getattr(self.optimizer, "needs_closure", False):
+            self.optimizer.step(self._closure)
+        else:
+            self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -312,9 +327,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
                 if self._due(config.eval_every) or self.step == self.total_steps:
                     self._log_eval(writer, bar)
-                if config.save_checkpoints and (
-                    self._due(config.save_every) or self.step == self.total_steps
-                ):
+                if config.save_checkpoints and (self._due(config.save_every) or self.step == self.total_steps):
                     self._save()
             if timed_out:  # stopped early: evaluate and checkpoint where it stands, so --resume continues
                 if not self._has_eval_at(self.step):
@@ -330,16 +343,13 @@ class Trainer:
         """Which flag set the step count: ``max_tokens`` when it binds, else ``max_steps``."""
         config = self.config
         if config.max_tokens is not None and (
-            config.max_steps is None
-            or math.ceil(config.max_tokens / config.tokens_per_step) <= config.max_steps
+            config.max_steps is None or math.ceil(config.max_tokens / config.tokens_per_step) <= config.max_steps
         ):
             return "max_tokens"
         return "max_steps"
 
     def _has_eval_at(self, step: int) -> bool:
-        return any(
-            r.get("event") == "eval" and r["step"] == step for r in read_metrics(self.out / METRICS_NAME)
-        )
+        return any(r.get("event") == "eval" and r["step"] == step for r in read_metrics(self.out / METRICS_NAME))
 
     def _log_eval(self, writer: MetricsWriter, bar: tqdm | None) -> None:
         began = time.perf_counter()

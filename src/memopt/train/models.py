@@ -110,9 +110,7 @@ def file_config(path: str | Path) -> PretrainedConfig:
     return config
 
 
-def model_config(
-    preset: str, config_path: str | None, tokenizer_vocab: int, seq_len: int
-) -> PretrainedConfig:
+def model_config(preset: str, config_path: str | None, tokenizer_vocab: int, seq_len: int) -> PretrainedConfig:
     """The model configuration for a run: ``config_path`` if given, else the preset; checked against the data.
 
     Raises:
@@ -144,9 +142,7 @@ def build_model(config: PretrainedConfig, seed: int) -> torch.nn.Module:
     try:
         model = AutoModelForCausalLM.from_config(config)
     except ValueError as exc:
-        raise ConfigError(
-            f"the model configuration is not a causal LM that transformers knows: {exc}"
-        ) from exc
+        raise ConfigError(f"the model configuration is not a causal LM that transformers knows: {exc}") from exc
     return model
 
 

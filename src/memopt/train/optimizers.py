@@ -27,8 +27,7 @@ def check_name(name: str) -> None:
     names = optimizer_names()
     if name not in names:
         raise ConfigError(
-            f"--optimizer {name!r}: unknown optimizer{closest(name, names)}. Run `memopt list` to see all "
-            f"{len(names)}."
+            f"--optimizer {name!r}: unknown optimizer{closest(name, names)}. Run `memopt list` to see all {len(names)}."
         )
 
 
@@ -87,8 +86,7 @@ def build(model: torch.nn.Module, name: str, hparams: dict[str, Any]) -> torch.o
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in sorted(hparams.items()))
         raise ConfigError(
-            f"--optimizer {name} with {given}: {exc}. Check the --opt/--lr values; `memopt list` shows the "
-            "optimizers."
+            f"--optimizer {name} with {given}: {exc}. Check the --opt/--lr values; `memopt list` shows the optimizers."
         ) from exc
 
 

@@ -47,9 +47,7 @@ class ScheduleConfig:
     restart_mult: int = 1
 
 
-def build_scheduler(
-    optimizer: Optimizer, config: ScheduleConfig, total_steps: int, peak_lr: float
-) -> LRScheduler:
+def build_scheduler(optimizer: Optimizer, config: ScheduleConfig, total_steps: int, peak_lr: float) -> LRScheduler:
     """The scheduler for ``total_steps`` optimizer steps.
 
     Args:
@@ -68,9 +66,7 @@ def build_scheduler(
         )
     warmup = config.warmup_steps
     if warmup < 0 or warmup >= total_steps:
-        raise ConfigError(
-            f"--warmup-steps {warmup}: must be at least 0 and below the schedule's {total_steps} steps."
-        )
+        raise ConfigError(f"--warmup-steps {warmup}: must be at least 0 and below the schedule's {total_steps} steps.")
     if not 0.0 <= config.min_lr_ratio <= 1.0:
         raise ConfigError(f"--min-lr-ratio {config.min_lr_ratio}: must be between 0 and 1.")
     decay_steps = total_steps - warmup

@@ -68,9 +68,7 @@ def build_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokeniz
         return byte_tokenizer()
     from memopt.train.errors import closest
 
-    raise ConfigError(
-        f"--tokenizer {kind!r}: unknown tokenizer{closest(kind, KINDS)}; choose one of {KINDS}."
-    )
+    raise ConfigError(f"--tokenizer {kind!r}: unknown tokenizer{closest(kind, KINDS)}; choose one of {KINDS}.")
 
 
 def eos_id(tokenizer: Tokenizer) -> int:
