@@ -38,11 +38,9 @@ def plot_compare(summary: dict[str, Any], path: Path) -> None:
         if target is not None and row.get("tokens_to_target") is not None:  # where it reaches the target
             curves.plot([row["tokens_to_target"] / 1e6], [target], marker="x", markersize=9, mew=2,
                         color=color, linestyle="none")  # fmt: skip
-    if target is not None:
-        curves.axhline(target, color="0.4", linestyle="--", linewidth=1)
-        curves.annotate(f"{baseline}'s final loss {target:.3f} (x: where each run reaches it)",
-                        xy=(0.99, target), xycoords=("axes fraction", "data"), ha="right", va="top",
-                        fontsize=9, color="0.3")  # fmt: skip
+    if target is not None:  # explained in the legend, so no text lands on a curve
+        curves.axhline(target, color="0.4", linestyle="--", linewidth=1,
+                       label=f"{baseline}'s final loss {target:.3f}; x = where each run reaches it")  # fmt: skip
     all_losses = [e["val_loss"] for row in rows for e in row["evals"]]
     if all_losses:  # the first evaluations are far above the rest; keep the interesting range readable
         low, high = min(all_losses), sorted(all_losses)[int(0.9 * (len(all_losses) - 1))]
