@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--rank", type=int, default=128, help="Subspace-Momentum rank (default 128)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--only", nargs="+", help="time only candidates whose name contains one of these (the baseline always runs)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -143,7 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"LLaMA-60M shapes: {n_params:,} parameters, float32; torch {torch.__version__}; "
           f"{args.threads} threads; {platform.processor() or platform.machine()}")  # fmt: skip
-    results = benchmark(model, default_candidates(args.rank), rounds=args.rounds, steps_per_round=args.steps_per_round)
+    candidates = default_candidates(args.rank)
+    if args.only:
+        baseline = next(iter(candidates))
+        candidates = {k: v for k, v in candidates.items() if k == baseline or any(o in k for o in args.only)}
+    results = benchmark(model, candidates, rounds=args.rounds, steps_per_round=args.steps_per_round)
     print(format_table(results))
     if args.json:
         with open(args.json, "w") as f:
