@@ -6,6 +6,7 @@ import io
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 OptimizerFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
 
@@ -60,3 +61,17 @@ def save_and_reload(optimizer: torch.optim.Optimizer, factory: OptimizerFactory,
 def assert_all_close(actual: list[torch.Tensor], expected: list[torch.Tensor], rtol: float, atol: float = 0.0) -> None:
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, rtol=rtol, atol=atol)
+
+
+class Tiny(nn.Module):
+    """A model with every parameter kind the registry splits on: embedding, norm, Linear weights and bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.norm = nn.LayerNorm(8)
+        self.up = nn.Linear(8, 16)
+        self.down = nn.Linear(16, 8, bias=False)
+
+    def forward(self, x):
+        return self.down(torch.relu(self.up(self.norm(self.embed(x))))).square().mean()

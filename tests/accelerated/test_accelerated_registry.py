@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.helpers import Tiny
 from torch import nn
 
 import memopt
@@ -11,18 +12,6 @@ from memopt.optim.registry import accepted_hparams, recommended_hparams
 
 NAMES = ["nag_gs", "meta_storm", "storm_plus", "quasar_agd", "nesterov_agd", "asgd"]
 CLOSURE_NAMES = {"meta_storm", "storm_plus", "quasar_agd", "nesterov_agd"}
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(20, 8)
-        self.norm = nn.LayerNorm(8)
-        self.up = nn.Linear(8, 16)
-        self.down = nn.Linear(16, 8, bias=False)
-
-    def forward(self, x):
-        return self.down(torch.relu(self.up(self.norm(self.embed(x))))).square().mean()
 
 
 def test_names_and_exports():

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from tests.helpers import Tiny
 
 import memopt
 from memopt.optim.registry import accepted_hparams, recommended_hparams
 
 ISSUE_NAMES = ["adamw", "adamw_sn", "adamw_snsm", "adagrad_sn", "adagrad_snsm", "rmsprop_sn", "adagrad_norm"]
 BASELINES = ["sgd", "adagrad", "rmsprop", "adam"]
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Embedding(20, 8)
-        self.norm = nn.LayerNorm(8)
-        self.up = nn.Linear(8, 16)
-        self.down = nn.Linear(16, 8, bias=False)
-
-    def forward(self, x):
-        return self.down(torch.relu(self.up(self.norm(self.embed(x))))).square().mean()
 
 
 def test_list_optimizers_has_every_name_with_a_description():
