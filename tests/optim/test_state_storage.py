@@ -60,6 +60,9 @@ STORAGE_PRESETS = {
         [{"params": ps[:2]}, {"params": ps[2:], "rank": None, "subset_size": None}], lr=1e-2, rank=8, update_proj_gap=4
     ),
     "adamw_sn_bf16": lambda ps: memopt.AdamWSN(ps, lr=1e-2, state_storage="bfloat16"),
+    "adamw_sn_bf16_stochastic": lambda ps: memopt.AdamWSN(
+        ps, lr=1e-2, state_storage="bfloat16", stochastic_rounding=True
+    ),
     "adagrad_8bit": lambda ps: memopt.Adagrad(
         [{"params": ps, "state_storage": "8bit", "initial_accumulator_value": 0.1}], lr=0.1
     ),
@@ -135,3 +138,45 @@ def test_meta_and_real_8bit_state_bytes_agree():
         real_rows = memopt.state_memory_report(small, [name], {name: {"rank": 8}} if "snsm" in name else None)
         meta_rows = memopt.state_memory_report(meta, [name], {name: {"rank": 8}} if "snsm" in name else None)
         assert [r.bytes for r in real_rows] == [r.bytes for r in meta_rows]
+
+
+def test_stochastic_rounding_keeps_updates_below_half_a_bfloat16_ulp():
+    """bfloat16 parameters at 1.0 (ulp 2^-7) moved by 1e-4 per step: rounding to nearest loses every step;
+    stochastic rounding moves them by 100 x 1e-4 on average (E[round(x)] = x)."""
+
+    def final_mean(stochastic: bool) -> float:
+        param = torch.ones(20_000, dtype=torch.bfloat16, requires_grad=True)
+        optimizer = memopt.SGD([{"params": [param], "stochastic_rounding": stochastic}], lr=1e-4)
+        for _ in range(100):
+            param.grad = torch.ones_like(param)
+            optimizer.step()
+        return param.double().mean().item()
+
+    assert final_mean(False) == 1.0
+    assert final_mean(True) == pytest.approx(1.0 - 100 * 1e-4, abs=2e-4)
+
+
+def test_stochastic_rounding_of_bfloat16_state_is_unbiased():
+    """An EMA of a constant gradient in bfloat16 state: with rounding to nearest it stalls where the update
+    falls under half an ulp; with stochastic rounding its mean over coordinates follows float32."""
+    grads = [[torch.full((10_000,), 1.0 + 2**-9)] for _ in range(60)]
+    params = [torch.zeros(10_000, requires_grad=True)]
+
+    def momentum(**storage_options) -> torch.Tensor:
+        make = lambda ps: memopt.SGD([{"params": ps, **storage_options}], lr=0.0, momentum=0.99, dampening=0.99)
+        _, optimizer = run(make, params, grads)
+        return optimizer.state[optimizer.param_groups[0]["params"][0]]["momentum_buffer"].double()
+
+    exact = momentum()
+    nearest = momentum(state_storage="bfloat16")
+    stochastic = momentum(state_storage="bfloat16", stochastic_rounding=True)
+    assert exact.std() == 0  # float32 state: every coordinate equal
+    assert abs(stochastic.mean() - exact.mean()) < 0.1 * abs(nearest.mean() - exact.mean())
+
+
+def test_stochastic_rounding_is_validated_and_reaches_build_optimizer():
+    model = torch.nn.Sequential(torch.nn.Embedding(100, 64), torch.nn.Linear(64, 128))
+    optimizer = memopt.build_optimizer(model, "adamw_sn", state_storage="bfloat16", stochastic_rounding=True)
+    assert all(g["stochastic_rounding"] for g in optimizer.param_groups)
+    with pytest.raises(ValueError, match=r"Invalid stochastic_rounding: 'yes'. stochastic_rounding must be True"):
+        memopt.AdamW([{"params": model.parameters(), "stochastic_rounding": "yes"}])

@@ -23,6 +23,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from memopt.components import storage
+
 
 @dataclass
 class ParamStep:
@@ -45,6 +47,16 @@ class ParamStep:
     #: this step's freshly computed states in the compute dtype: later stages of the same step read these
     #: rather than the stored (possibly quantized) copies, as a fused kernel would keep them in registers
     fresh: dict = field(default_factory=dict)
+    #: the source of randomness for stochastic rounding of bfloat16 state (None: round to nearest)
+    rounding: torch.Generator | None = None
+
+    def load(self, key: str, dtype: torch.dtype) -> torch.Tensor:
+        """The state ``key`` in ``dtype``: this step's fresh value if stored already, else the stored one."""
+        return storage.load(self.state, key, dtype, self.fresh)
+
+    def store(self, key: str, value: torch.Tensor) -> None:
+        """Write the state ``key`` back to its storage format, keeping ``value`` for the rest of the step."""
+        storage.store(self.state, key, value, self.fresh, self.rounding)
 
 
 class Estimator:

@@ -244,22 +244,22 @@ class ExtremeTensoringSecondMoment(SecondMomentEstimator):
         beta2 = group["betas"][1]
         weight = 1.0 if beta2 == 1 else 1 - beta2
         if index.order == 1:  # one accumulator per coordinate: AdaGrad / RMSProp / Adam, rounded as torch's
-            acc = storage.load(ps.state, _key(0), g.dtype)
+            acc = ps.load(_key(0), g.dtype)
             if beta2 != 1:
                 acc.mul_(beta2)
             acc.addcmul_(g, g, value=weight)
-            storage.store(ps.state, _key(0), acc)
+            ps.store(_key(0), acc)
             return
         for i, stat in enumerate(mode_sums(g * g)):
-            acc = storage.load(ps.state, _key(i), stat.dtype)
+            acc = ps.load(_key(i), stat.dtype)
             if beta2 != 1:
                 acc.mul_(beta2)
             acc.add_(stat, alpha=weight)
-            storage.store(ps.state, _key(i), acc)
+            ps.store(_key(i), acc)
 
     def _denominator(self, ps: ParamStep, group: dict, dtype: torch.dtype) -> torch.Tensor:
         index = self._saved_index(ps)
-        accs = [storage.load(ps.state, _key(i), dtype) for i in range(index.order)]
+        accs = [ps.load(_key(i), dtype) for i in range(index.order)]
         d = from_modes(tensor_product_root(accs), index, ps.param.shape)  # a new tensor
         correction = root_correction(group, ps.step)
         if correction != 1.0:

@@ -48,9 +48,9 @@ class EMAMomentum(MomentumEstimator):
         beta1 = group["betas"][0]
         if beta1 == 0:
             return ps.grad
-        exp_avg = storage.load(ps.state, "exp_avg", ps.grad.dtype)
+        exp_avg = ps.load("exp_avg", ps.grad.dtype)
         exp_avg.lerp_(ps.grad, 1 - beta1)
-        storage.store(ps.state, "exp_avg", exp_avg)
+        ps.store("exp_avg", exp_avg)
         return exp_avg
 
     def bias_correction(self, group: dict, step: int) -> float:
@@ -94,10 +94,10 @@ class HeavyBallMomentum(MomentumEstimator):
         mu = group["momentum"]
         if mu == 0:
             return ps.grad
-        buffer = storage.load(ps.state, "momentum_buffer", ps.grad.dtype)
+        buffer = ps.load("momentum_buffer", ps.grad.dtype)
         if ps.step == 1:
             buffer.copy_(ps.grad)
         else:
             buffer.mul_(mu).add_(ps.grad, alpha=1 - group["dampening"])
-        storage.store(ps.state, "momentum_buffer", buffer)
+        ps.store("momentum_buffer", buffer)
         return ps.grad.add(buffer, alpha=mu) if group["nesterov"] else buffer

@@ -19,6 +19,12 @@ _LOW_BITS = 1 << 16
 _HIGH_MASK = -_LOW_BITS  # 0xFFFF0000 as a signed 32-bit integer
 
 
+def rounding_generator(device: torch.device, index: int, step: int) -> torch.Generator:
+    """The generator for parameter ``index`` at ``step``: seeded by both, so that the rounding is
+    reproducible and a resumed run draws exactly the noise the uninterrupted one would have drawn."""
+    return torch.Generator(device=device).manual_seed((index << 32) ^ step)
+
+
 def stochastic_round_to_bfloat16(
     value: torch.Tensor, generator: torch.Generator | None = None, *, out: torch.Tensor | None = None
 ) -> torch.Tensor:

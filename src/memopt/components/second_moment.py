@@ -80,18 +80,18 @@ class CoordinateSecondMoment(SecondMomentEstimator):
 
     def update(self, ps: ParamStep, group: dict) -> None:
         beta2 = group["betas"][1]
-        acc = storage.load(ps.state, "exp_avg_sq", ps.grad.dtype)
+        acc = ps.load("exp_avg_sq", ps.grad.dtype)
         accumulate(acc, ps.grad * ps.grad, beta2)
-        storage.store(ps.state, "exp_avg_sq", acc, ps.fresh)
+        ps.store("exp_avg_sq", acc)
         if group["centered"]:
-            mean = storage.load(ps.state, "grad_avg", ps.grad.dtype)
+            mean = ps.load("grad_avg", ps.grad.dtype)
             mean.lerp_(ps.grad, 1 - beta2)
-            storage.store(ps.state, "grad_avg", mean, ps.fresh)
+            ps.store("grad_avg", mean)
 
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
-        acc = storage.load(ps.state, "exp_avg_sq", numerator.dtype, ps.fresh)
+        acc = ps.load("exp_avg_sq", numerator.dtype)
         if group["centered"]:
-            mean = storage.load(ps.state, "grad_avg", numerator.dtype, ps.fresh)
+            mean = ps.load("grad_avg", numerator.dtype)
             acc = acc.addcmul(mean, mean, value=-1)
         return numerator / denominator(acc, group, ps.step)
 

@@ -6,7 +6,9 @@ how a state is held; the group option ``state_storage`` chooses it for *elementw
 Adam's second moment, Subspace-Momentum's projected momentum):
 
 * ``"default"``: the parameter's dtype, as ``torch.optim`` does;
-* ``"float32"`` or ``"bfloat16"``: that dtype (math still in float32);
+* ``"float32"`` or ``"bfloat16"``: that dtype (math still in float32); with the group option
+  ``stochastic_rounding=True`` bfloat16 states (and bfloat16 parameters) are rounded stochastically, so
+  that updates smaller than half a bfloat16 ulp survive in expectation;
 * ``"8bit"``: block-wise dynamic quantization (:mod:`.quantization`): ``state[key]`` holds uint8 codes,
   ``state[key + "_absmax"]`` the float32 block maxima and ``state[key + "_qmap"]`` the map and block size
   (e.g. ``"signed/256"``), so a checkpoint describes itself. Non-negative states use the unsigned map.
@@ -26,6 +28,7 @@ import math
 import torch
 
 from memopt.components import quantization
+from memopt.components.rounding import stochastic_round_to_bfloat16
 
 STORAGE_CHOICES = ("default", "float32", "bfloat16", "8bit")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -99,9 +102,12 @@ def load(state: dict, key: str, dtype: torch.dtype, fresh: dict | None = None) -
     return stored if stored.dtype == dtype else stored.to(dtype)
 
 
-def store(state: dict, key: str, value: torch.Tensor, fresh: dict | None = None) -> None:
+def store(
+    state: dict, key: str, value: torch.Tensor, fresh: dict | None = None, rounding: torch.Generator | None = None
+) -> None:
     """Write ``value`` back into the state ``key`` (a no-op when ``load`` returned the stored tensor), and
-    keep it in ``fresh`` for the rest of the step."""
+    keep it in ``fresh`` for the rest of the step. With a ``rounding`` generator, a bfloat16 state is
+    rounded stochastically (:mod:`.rounding`) instead of to nearest."""
     if fresh is not None:
         fresh[key] = value
     stored = state[key]
@@ -109,5 +115,7 @@ def store(state: dict, key: str, value: torch.Tensor, fresh: dict | None = None)
         signed, block = _quant_format(state, key)
         _, absmax = quantization.quantize_blockwise(value, signed=signed, block_size=block, out=stored)
         state[key + "_absmax"].copy_(absmax)
+    elif rounding is not None and stored.dtype == torch.bfloat16 and value.dtype != torch.bfloat16:
+        stochastic_round_to_bfloat16(value, rounding, out=stored)
     elif value is not stored:
         stored.copy_(value)

@@ -112,13 +112,13 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
     def update(self, ps: ParamStep, group: dict) -> None:
         view, reduce_dim = self._partition(ps.param, group)
         g = ps.grad.reshape(view)
-        acc = storage.load(ps.state, "subset_sq", g.dtype)
+        acc = ps.load("subset_sq", g.dtype)
         accumulate(acc, (g * g).sum(dim=reduce_dim, keepdim=True), group["betas"][1])
-        storage.store(ps.state, "subset_sq", acc, ps.fresh)
+        ps.store("subset_sq", acc)
 
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
         view, _ = self._partition(ps.param, group)
-        acc = storage.load(ps.state, "subset_sq", numerator.dtype, ps.fresh)
+        acc = ps.load("subset_sq", numerator.dtype)
         return (numerator.reshape(view) / denominator(acc, group, ps.step)).reshape(numerator.shape)
 
     def update_many(self, steps: list[ParamStep], group: dict) -> None:

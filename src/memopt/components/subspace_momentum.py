@@ -119,12 +119,12 @@ class SubspaceMomentum(MomentumEstimator):
 
     def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
         g = ps.grad
-        momentum = storage.load(ps.state, "sm_exp_avg", g.dtype)
+        momentum = ps.load("sm_exp_avg", g.dtype)
         if "sm_layout" not in ps.state or ps.step % group["update_proj_gap"] == 0:
             self._refresh(ps, group, momentum)
         projected = projectors.down(g, ps.state)
         momentum.lerp_(projected, 1 - group["betas"][0])
-        storage.store(ps.state, "sm_exp_avg", momentum)
+        ps.store("sm_exp_avg", momentum)
         return g + projectors.up(momentum - projected, ps.state, tuple(g.shape))
 
     def bias_correction(self, group: dict, step: int) -> float:

@@ -33,12 +33,13 @@ from memopt.components.adagrad_norm import AdaGradNormSecondMoment
 from memopt.components.base import MomentumEstimator, ParamStep, SecondMomentEstimator
 from memopt.components.extreme_tensoring import ExtremeTensoringSecondMoment
 from memopt.components.momentum import EMAMomentum, HeavyBallMomentum, NoMomentum
+from memopt.components.rounding import rounding_generator, stochastic_round_to_bfloat16
 from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
 from memopt.components.subset_norm import SubsetNormSecondMoment
 from memopt.components.subspace_momentum import SubspaceMomentum
 from memopt.optim.base import MemoptBase, param_name
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
-from memopt.optim.validation import check_betas, check_choice, check_non_negative, check_positive_int
+from memopt.optim.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
 
 MOMENTUM_ESTIMATORS: dict[str, MomentumEstimator] = {
     "none": NoMomentum(),
@@ -71,6 +72,7 @@ ENGINE_HYPERPARAMETERS: dict[str, Any] = {
     "foreach": None,
     "state_storage": "default",
     "quant_block_size": 256,
+    "stochastic_rounding": False,
 }
 
 _FAST_DTYPES = (torch.float32, torch.float64)
@@ -122,6 +124,7 @@ class MemoptOptimizer(MemoptBase):
         check_betas(group["betas"])
         check_choice("state_storage", group["state_storage"], storage.STORAGE_CHOICES)
         check_positive_int("quant_block_size", group["quant_block_size"])
+        check_bool("stochastic_rounding", group["stochastic_rounding"])
         momentum, second = resolve_estimators(group)
         momentum.validate_group(group)
         second.validate_group(group)
@@ -212,6 +215,8 @@ class MemoptOptimizer(MemoptBase):
                 grad = grad.to(cdtype)
             work = param if param.dtype == cdtype else param.to(cdtype)
             ps = ParamStep(param, work, grad, state, state["step"], first_index + position, name, group_state)
+            if group["stochastic_rounding"]:
+                ps.rounding = rounding_generator(param.device, ps.index, ps.step)
             (fast if eligible else reference).append(ps)
         if not fast and not reference:
             return
@@ -225,6 +230,7 @@ class MemoptOptimizer(MemoptBase):
 
     @staticmethod
     def _fast_eligible(param: torch.Tensor, state: dict) -> bool:
+        # bfloat16 parameters and states (the only ones stochastic rounding touches) are never eligible
         """The fast path updates state in place: every state tensor must be held in the parameter's dtype
         (or be projector indices); quantized or lower-precision state goes through the reference path."""
         return (
@@ -273,12 +279,16 @@ class MemoptOptimizer(MemoptBase):
         if mu > 0:
             if "update_buffer" not in ps.state:
                 storage.create(ps.state, "update_buffer", ps.param, group)
-            buffer = storage.load(ps.state, "update_buffer", update.dtype)
+            buffer = ps.load("update_buffer", update.dtype)
             buffer.mul_(mu).add_(update)
-            storage.store(ps.state, "update_buffer", buffer)
+            ps.store("update_buffer", buffer)
             update = buffer
         ps.work.add_(update, alpha=-self._step_size(group, momentum, ps.step))
-        if ps.work is not ps.param:
+        if ps.work is ps.param:
+            return
+        if ps.rounding is not None and ps.param.dtype == torch.bfloat16:
+            stochastic_round_to_bfloat16(ps.work, ps.rounding, out=ps.param)
+        else:
             ps.param.copy_(ps.work)
 
     def _fast_update(

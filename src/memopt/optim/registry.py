@@ -132,7 +132,7 @@ def recommended_hparams(name: str) -> dict[str, Any]:
 
 
 #: group options every optimizer of the memopt engine takes through ``build_optimizer``, besides its own
-STORAGE_KEYS = ("state_storage", "quant_block_size")
+STORAGE_KEYS = ("state_storage", "quant_block_size", "stochastic_rounding")
 
 
 def accepted_hparams(name: str) -> list[str]:

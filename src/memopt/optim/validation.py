@@ -35,6 +35,12 @@ def check_positive_int(name: str, value: Any) -> None:
         raise ValueError(f"Invalid {name}: {value!r}. {name} must be an integer >= 1.")
 
 
+def check_bool(name: str, value: Any) -> None:
+    """``value`` must be True or False."""
+    if not isinstance(value, bool):
+        raise ValueError(f"Invalid {name}: {value!r}. {name} must be True or False.")
+
+
 def check_fraction(name: str, value: Any, *, allow_one: bool) -> None:
     """``value`` must lie in [0, 1) or, with ``allow_one``, in [0, 1]."""
     upper_ok = value <= 1 if allow_one else value < 1
