@@ -11,6 +11,7 @@ regular step and the rebuild step are timed separately and combined into an amor
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import platform
 import statistics
@@ -114,6 +115,28 @@ def default_candidates(rank: int = 128) -> dict[str, Callable[[nn.Module], torch
     }
 
 
+def eight_bit_candidates() -> dict[str, Callable[[nn.Module], torch.optim.Optimizer]]:
+    """memopt's 8-bit AdamW and the 8-bit peers that are installed (bitsandbytes, torchao), all with
+    block size 256 and no weight decay, as the float32 baseline."""
+    candidates: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
+        "memopt adamw8bit": lambda m: build_optimizer(m, "adamw8bit", lr=1e-3, weight_decay=0.0),
+        "memopt adamw8bit torch path": lambda m: build_optimizer(
+            m, "adamw8bit", lr=1e-3, weight_decay=0.0, foreach=False
+        ),
+    }
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        import bitsandbytes
+
+        candidates["bitsandbytes AdamW8bit"] = lambda m: bitsandbytes.optim.AdamW8bit(
+            m.parameters(), lr=1e-3, weight_decay=0.0
+        )
+    if importlib.util.find_spec("torchao") is not None:
+        from torchao.optim import AdamW8bit as TorchaoAdamW8bit
+
+        candidates["torchao AdamW8bit"] = lambda m: TorchaoAdamW8bit(m.parameters(), lr=1e-3, weight_decay=0.0)
+    return candidates
+
+
 def format_table(results: list[StepTiming]) -> str:
     lines = [
         f"{'optimizer':<30}{'step ms':>9}{'x fused':>9}{'rebuild ms':>12}{'amortized ms':>14}{'x fused':>9}"
@@ -146,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"LLaMA-60M shapes: {n_params:,} parameters, float32; torch {torch.__version__}; "
           f"{args.threads} threads; {platform.processor() or platform.machine()}")  # fmt: skip
-    candidates = default_candidates(args.rank)
+    candidates = {**default_candidates(args.rank), **eight_bit_candidates()}
     if args.only:
         baseline = next(iter(candidates))
         candidates = {k: v for k, v in candidates.items() if k == baseline or any(o in k for o in args.only)}

@@ -54,41 +54,63 @@ def _midpoints(signed: bool) -> torch.Tensor:
     return torch.cat([(code[1:] + code[:-1]) / 2, torch.tensor([float("inf")])])
 
 
-#: a float32 value's top bits (sign, exponent, 8 mantissa bits) select a bucket of the lookup table
-_KEY_SHIFT = 15
-_KEY_MASK = (1 << (32 - _KEY_SHIFT)) - 1
+#: A float32 ``y`` in [-1, 1] falls in the bucket keyed by its sign, its exponent (those below
+#: ``_MIN_EXPONENT``, magnitudes under 2^-22, all share the lowest exponent's first bucket: every code
+#: boundary lies above them) and its top 8 mantissa bits: 2 x 32 x 256 keys, a 16 KiB table.
+_MIN_EXPONENT = 127 - 22
+_MANTISSA_BITS = 8
+_EXPONENT_BITS = 5
+_NUM_KEYS = 2 << (_EXPONENT_BITS + _MANTISSA_BITS)
+
+
+def bucket_keys(normalized: torch.Tensor) -> torch.Tensor:
+    """The lookup-table key (int32) of each float32 element of ``normalized`` (values in [-1, 1])."""
+    bits = normalized.view(torch.int32)
+    # magnitudes below 2^-22 are raised to it: they share the first bucket of the lowest exponent
+    magnitude = (bits & 0x7FFFFFFF).clamp_(min=_MIN_EXPONENT << 23)
+    position = (magnitude >> (23 - _MANTISSA_BITS)).sub_(_MIN_EXPONENT << _MANTISSA_BITS)
+    return ((bits >> 31) & 1).bitwise_left_shift_(_EXPONENT_BITS + _MANTISSA_BITS).bitwise_or_(position)
+
+
+def _bucket_ends() -> tuple[torch.Tensor, torch.Tensor]:
+    """The lowest and highest float32 value of every bucket, clamped to [-1, 1] (buckets of exponents above
+    1.0 are never used)."""
+    keys = torch.arange(_NUM_KEYS, dtype=torch.int64)
+    sign = keys >> (_EXPONENT_BITS + _MANTISSA_BITS)
+    exponent = ((keys >> _MANTISSA_BITS) & ((1 << _EXPONENT_BITS) - 1)) + _MIN_EXPONENT
+    mantissa = keys & ((1 << _MANTISSA_BITS) - 1)
+    start = (sign << 31) | (exponent << 23) | (mantissa << (23 - _MANTISSA_BITS))
+    end = start | ((1 << (23 - _MANTISSA_BITS)) - 1)
+    first = (exponent == _MIN_EXPONENT) & (mantissa == 0)
+    start = torch.where(first, sign << 31, start)  # the shared bucket reaches down to +-0
+    as_float = lambda bits: bits.to(torch.int32).view(torch.float32)  # noqa: E731
+    ends = torch.stack([as_float(start), as_float(end)]).clamp(-1.0, 1.0)
+    return ends.amin(dim=0), ends.amax(dim=0)
 
 
 @functools.cache
-def _nearest_code_table(signed: bool) -> torch.Tensor:
-    """For each bucket of float32 values sharing their top 17 bits, the number of midpoints below it.
+def nearest_code_table(signed: bool) -> torch.Tensor:
+    """For each bucket (:func:`bucket_keys`), the number of code midpoints below it (uint8).
 
     A value ``y`` of that bucket then rounds to code ``c + (y > midpoint[c])``: exactly the nearest code
     (``torch.bucketize`` against the midpoints) as long as no bucket holds two midpoints, which holds for
-    both maps (each bucket spans 0.4% of its values, the maps' codes are at least 0.7% apart where buckets
-    are that fine) and is checked here. This replaces a binary search per element by two table reads.
+    both maps (a bucket spans 0.4% of its values, the maps' codes are at least 0.7% apart where buckets are
+    that fine) and is checked here. This replaces a binary search per element by two table reads.
     """
-    keys = torch.arange(1 << (32 - _KEY_SHIFT), dtype=torch.int64)
-    low_bits = (keys << _KEY_SHIFT).to(torch.int32)
-    high_bits = ((keys << _KEY_SHIFT) | ((1 << _KEY_SHIFT) - 1)).to(torch.int32)
-    ends = torch.stack([low_bits.view(torch.float32), high_bits.view(torch.float32)])
-    finite = torch.isfinite(ends).all(dim=0)  # buckets of NaN/inf bit patterns never hold a clamped value
-    ends = ends.nan_to_num(nan=0.0, posinf=1.0, neginf=-1.0).clamp(-1.0, 1.0)
-    lowest, highest = ends.amin(dim=0), ends.amax(dim=0)
+    lowest, highest = _bucket_ends()
     midpoints = _midpoints(signed)[:-1]
-    below = torch.bucketize(lowest, midpoints) * finite  # midpoints strictly below the bucket's lowest value
-    inside = (torch.bucketize(highest, midpoints) - below) * finite
-    if int(inside.max()) > 1:
-        raise AssertionError("a lookup bucket spans two code midpoints; use more key bits")
-    return below.to(torch.int32)
+    below = torch.bucketize(lowest, midpoints)  # midpoints strictly below the bucket's lowest value
+    if int((torch.bucketize(highest, midpoints) - below).max()) > 1:
+        raise AssertionError("a lookup bucket spans two code midpoints; use more mantissa bits")
+    return below.to(torch.uint8)
 
 
 def nearest_codes(normalized: torch.Tensor, signed: bool) -> torch.Tensor:
     """Index (int32) of the code value nearest to each element of ``normalized`` (float32 in [-1, 1])."""
-    table = _nearest_code_table(signed).to(normalized.device)
+    table = nearest_code_table(signed).to(normalized.device)
     midpoints = _midpoints(signed).to(normalized.device)
-    keys = ((normalized.view(torch.int32) >> _KEY_SHIFT) & _KEY_MASK).view(-1)
-    below = torch.index_select(table, 0, keys)  # index_select: several times faster than t[idx] on CPU
+    keys = bucket_keys(normalized).view(-1)
+    below = torch.index_select(table, 0, keys).int()  # index_select: several times faster than t[idx] on CPU
     above = normalized.reshape(-1) > torch.index_select(midpoints, 0, below)
     return (below + above).view(normalized.shape)
 

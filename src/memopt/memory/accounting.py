@@ -2,8 +2,10 @@
 
 What is counted, for every entry of ``optimizer.state``: each tensor's ``numel * element_size`` (a storage
 shared by several state entries is counted once), 8 bytes for a Python int or float (a ``step``
-counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). Parameters, gradients and
-temporaries of the step are not optimizer state and are not counted here (see the memory planner).
+counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). A tensor subclass that
+wraps other tensors (a DTensor, torchao's 8-bit states) counts the tensors it wraps: for a DTensor, this
+rank's shard. Parameters, gradients and temporaries of the step are not optimizer state and are not
+counted here (see the memory planner).
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from torch.optim import Optimizer
 
 
 def _value_bytes(value: Any, seen: set[tuple[int, int]]) -> int:
+    if torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
+        # a wrapper subclass (DTensor, torchao's quantized states): count the tensors it holds, e.g. the
+        # local shard of a DTensor or the codes and scales of an 8-bit state
+        inner_names, _ = value.__tensor_flatten__()
+        return sum(_value_bytes(getattr(value, name), seen) for name in inner_names)
     if torch.is_tensor(value):
         key = (value.untyped_storage().data_ptr(), value.storage_offset()) if value.device.type != "meta" else None
         if key is not None and key in seen:

@@ -37,6 +37,7 @@ from memopt.components.rounding import rounding_generator, stochastic_round_to_b
 from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
 from memopt.components.subset_norm import SubsetNormSecondMoment
 from memopt.components.subspace_momentum import SubspaceMomentum
+from memopt.kernels import adamw8bit
 from memopt.optim.base import MemoptBase, param_name
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
 from memopt.optim.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
@@ -188,6 +189,9 @@ class MemoptOptimizer(MemoptBase):
     def _step_group(self, group: dict, group_index: int, first_index: int) -> None:
         momentum, second = resolve_estimators(group)
         use_fast = group["foreach"] is not False and group["update_momentum"] == 0
+        # parameters with 8-bit AdamW moments on CPU: the fused C kernel (memopt.kernels.adamw8bit)
+        use_kernel = use_fast and fused_adam_applies(group, _kind(momentum), _kind(second))
+        kernel: list[ParamStep] = []
         fast: list[ParamStep] = []
         reference: list[ParamStep] = []
         group_state = self.state[group["params"][0]] if group["params"] else {}
@@ -217,12 +221,17 @@ class MemoptOptimizer(MemoptBase):
             ps = ParamStep(param, work, grad, state, state["step"], first_index + position, name, group_state)
             if group["stochastic_rounding"]:
                 ps.rounding = rounding_generator(param.device, ps.index, ps.step)
-            (fast if eligible else reference).append(ps)
-        if not fast and not reference:
+            if use_kernel and adamw8bit.eligible(param, grad, state):
+                kernel.append(ps)
+            else:
+                (fast if eligible else reference).append(ps)
+        if not fast and not reference and not kernel:
             return
-        self._process_gradients(fast, group, foreach=True)
+        self._process_gradients(fast + kernel, group, foreach=True)
         self._process_gradients(reference, group, foreach=False)
-        second.prepare_group(fast + reference, group)
+        second.prepare_group(fast + reference + kernel, group)
+        if kernel:
+            adamw8bit.step(kernel, group)
         if fast:
             self._fast_update(fast, group, momentum, second)
         for ps in reference:

@@ -131,17 +131,18 @@ def recommended_hparams(name: str) -> dict[str, Any]:
     return dict(get_spec(name).recommended)
 
 
-#: group options every optimizer of the memopt engine takes through ``build_optimizer``, besides its own
-STORAGE_KEYS = ("state_storage", "quant_block_size", "stochastic_rounding")
+#: group options every optimizer of the memopt engine takes through ``build_optimizer``, besides its own:
+#: how state is stored, and ``foreach=False`` to force the per-tensor reference path
+ENGINE_GROUP_KEYS = ("state_storage", "quant_block_size", "stochastic_rounding", "foreach")
 
 
 def accepted_hparams(name: str) -> list[str]:
     """The hyperparameters ``build_optimizer(model, name, ...)`` accepts: the preset's arguments, and for
-    engine presets the state storage options (``state_storage="bfloat16"`` or ``"8bit"``)."""
+    engine presets the group options :data:`ENGINE_GROUP_KEYS` (e.g. ``state_storage="bfloat16"`` or ``"8bit"``)."""
     cls = get_spec(name).cls
     names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params", "settings")]
     if issubclass(cls, MemoptOptimizer):
-        names += [k for k in STORAGE_KEYS if k not in names]
+        names += [k for k in ENGINE_GROUP_KEYS if k not in names]
     return names
 
 
@@ -166,7 +167,7 @@ def build_optimizer(model: nn.Module, name: str, *, split: SplitRule | None = No
                 f"Optimizer {name!r} has no hyperparameter {key!r}.{closest_names_hint(key, accepted)} "
                 f"Accepted: {', '.join(accepted)}."
             )
-    group_settings = {k: hparams.pop(k) for k in STORAGE_KEYS if k in hparams and k not in _signature(spec.cls)}
+    group_settings = {k: hparams.pop(k) for k in ENGINE_GROUP_KEYS if k in hparams and k not in _signature(spec.cls)}
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError(f"The model has no trainable parameters to optimize with {name!r}.")

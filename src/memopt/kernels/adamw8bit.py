@@ -1,0 +1,103 @@
+"""The fused CPU kernel for AdamW with 8-bit block-wise moments (``adamw8bit.c``), and when it applies.
+
+The engine's reference path computes the same update in several torch passes (dequantize both moments,
+update them, requantize, update the parameter). This kernel does it in one pass per block of
+``quant_block_size`` elements, reading one byte per moment instead of writing float32 temporaries. The
+engine uses it for a parameter when the group is exactly AdamW (:func:`memopt.optim.fused.fused_adam_applies`)
+and both moments are stored as 8-bit codes; everything else keeps its usual path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+
+import torch
+
+from memopt.components import quantization
+from memopt.components.base import ParamStep
+from memopt.kernels.build import load
+
+_FLOAT_P = ctypes.POINTER(ctypes.c_float)
+_BYTE_P = ctypes.POINTER(ctypes.c_uint8)
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    library = load("adamw8bit")
+    if library is not None:
+        library.memopt_adamw8bit_step.restype = ctypes.c_int
+        library.memopt_adamw8bit_step.argtypes = [
+            _FLOAT_P, _FLOAT_P, _BYTE_P, _FLOAT_P, _BYTE_P, _FLOAT_P, ctypes.c_int64, ctypes.c_int64,
+            _FLOAT_P, _FLOAT_P, _BYTE_P, _FLOAT_P, _BYTE_P, _FLOAT_P,
+            *[ctypes.c_float] * 7, ctypes.c_int,
+        ]  # fmt: skip
+    return library
+
+
+def available() -> bool:
+    """Whether the kernel is built and loaded (see :mod:`memopt.kernels.build`)."""
+    return _library() is not None
+
+
+@functools.cache
+def _tables() -> tuple[torch.Tensor, ...]:
+    """The two maps, their lookup tables (as bytes) and their midpoints, as the kernel reads them."""
+    out = []
+    for signed in (True, False):
+        out += [
+            quantization.dynamic_map(signed).contiguous(),
+            quantization.nearest_code_table(signed).contiguous(),
+            quantization._midpoints(signed).contiguous(),
+        ]
+    return tuple(out)
+
+
+def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
+    """Whether ``param`` is a contiguous float32 CPU tensor whose moments are 8-bit codes with one block size."""
+    if not (
+        param.device.type == "cpu"
+        and param.dtype == torch.float32
+        and grad.dtype == torch.float32
+        and param.is_contiguous()
+        and state.get("exp_avg") is not None
+        and state["exp_avg"].dtype == torch.uint8
+        and state.get("exp_avg_sq") is not None
+        and state["exp_avg_sq"].dtype == torch.uint8
+    ):
+        return False
+    m_kind, m_block = state["exp_avg_qmap"].split("/")
+    v_kind, v_block = state["exp_avg_sq_qmap"].split("/")
+    return m_kind == "signed" and v_kind == "unsigned" and m_block == v_block and available()
+
+
+def _ptr(tensor: torch.Tensor, kind):
+    return ctypes.cast(tensor.data_ptr(), kind)
+
+
+def step(steps: list[ParamStep], group: dict) -> None:
+    """One AdamW step for ``steps`` (gradients already processed: maximize and coupled decay applied)."""
+    library = _library()
+    signed_map, signed_table, signed_mid, unsigned_map, unsigned_table, unsigned_mid = _tables()
+    beta1, beta2 = group["betas"]
+    lr, wd = group["lr"], group["weight_decay"]
+    decay = 1 - lr * wd if wd != 0 and group["decoupled_weight_decay"] else 1.0
+    threads = torch.get_num_threads()
+    for ps in steps:
+        state = ps.state
+        grad = ps.grad.contiguous()
+        block = int(state["exp_avg_qmap"].split("/")[1])
+        failed = library.memopt_adamw8bit_step(
+            _ptr(ps.param, _FLOAT_P), _ptr(grad, _FLOAT_P),
+            _ptr(state["exp_avg"], _BYTE_P), _ptr(state["exp_avg_absmax"], _FLOAT_P),
+            _ptr(state["exp_avg_sq"], _BYTE_P), _ptr(state["exp_avg_sq_absmax"], _FLOAT_P),
+            ps.param.numel(), block,
+            _ptr(signed_map, _FLOAT_P), _ptr(unsigned_map, _FLOAT_P),
+            _ptr(signed_table, _BYTE_P), _ptr(signed_mid, _FLOAT_P),
+            _ptr(unsigned_table, _BYTE_P), _ptr(unsigned_mid, _FLOAT_P),
+            1 - beta1, beta2, 1 - beta2, group["eps"], decay,
+            -lr / (1 - beta1**ps.step), math.sqrt(1 - beta2**ps.step), threads,
+        )  # fmt: skip
+        if failed:
+            raise MemoryError(f"the 8-bit AdamW kernel could not allocate its block buffers for {ps.name}")

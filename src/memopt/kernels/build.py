@@ -1,0 +1,95 @@
+"""Compile memopt's C kernels on first use and load them with ``ctypes``.
+
+The kernels are plain C with OpenMP (no Python or torch headers), so a build takes about a second with
+the system's C compiler. The shared library is cached under ``$MEMOPT_CACHE_DIR`` (default
+``~/.cache/memopt/kernels``), keyed by a hash of the source, the flags, the compiler and the machine, and
+written atomically so that concurrent processes never load a half-written file.
+
+Where no compiler is found or the build fails, :func:`load` returns None after one warning that says
+why, and memopt uses its torch implementation of the same update (slower, same results up to rounding).
+``MEMOPT_KERNELS=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC")
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept."""
+    root = os.environ.get("MEMOPT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "memopt"
+    )
+    return Path(root) / "kernels"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def _compiler_version(compiler: str) -> str:
+    try:
+        return subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _build(source: Path, compiler: str) -> Path:
+    text = source.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([text, " ".join(FLAGS).encode(), _compiler_version(compiler).encode(), platform.machine().encode()])
+    ).hexdigest()[:16]
+    target = cache_dir() / f"{source.stem}-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(handle)
+    try:
+        result = subprocess.run(
+            [compiler, *FLAGS, str(source), "-o", partial, "-lm"], capture_output=True, text=True, timeout=300
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{compiler} failed on {source.name}:\n{result.stderr.strip()}")
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return target
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled kernel library ``name`` (a ``.c`` file beside this module), or None if unavailable."""
+    if os.environ.get("MEMOPT_KERNELS", "1") == "0":
+        return None
+    source = Path(__file__).with_name(f"{name}.c")
+    compiler = _compiler()
+    if compiler is None:
+        warnings.warn(
+            f"memopt: no C compiler found (set CC, or install gcc) to build the fused kernel {name}; using the "
+            "slower torch implementation of the same update.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    try:
+        return ctypes.CDLL(str(_build(source, compiler)))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:
+        warnings.warn(
+            f"memopt: could not build the fused kernel {name} ({error}); using the slower torch implementation.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
