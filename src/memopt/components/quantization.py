@@ -83,7 +83,7 @@ def _bucket_ends() -> tuple[torch.Tensor, torch.Tensor]:
     end = start | ((1 << (23 - _MANTISSA_BITS)) - 1)
     first = (exponent == _MIN_EXPONENT) & (mantissa == 0)
     start = torch.where(first, sign << 31, start)  # the shared bucket reaches down to +-0
-    as_float = lambda bits: bits.to(torch.int32).view(torch.float32)  # noqa: E731
+    as_float = lambda bits: bits.to(torch.int32).view(torch.float32)
     ends = torch.stack([as_float(start), as_float(end)]).clamp(-1.0, 1.0)
     return ends.amin(dim=0), ends.amax(dim=0)
 
