@@ -21,8 +21,9 @@ bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the dev ext
 LR = 1e-3
 
 
-def _dequantize_bnb(codes: torch.Tensor, qmap: torch.Tensor, absmax: torch.Tensor) -> torch.Tensor:
-    """bitsandbytes' block-wise state as float32 (its documented layout: code values times block absmax)."""
+def _dequantize_bnb(state: dict, index: int) -> torch.Tensor:
+    """bitsandbytes' block-wise state ``index`` as float32 (its layout: code values times block absmax)."""
+    codes, qmap, absmax = state[f"state{index}"], state[f"qmap{index}"], state[f"absmax{index}"]
     values = qmap[codes.reshape(-1).long()]
     n, blocks = values.numel(), absmax.numel()
     padded = torch.nn.functional.pad(values, (0, blocks * 256 - n)).view(blocks, 256) * absmax.unsqueeze(1)
@@ -79,7 +80,7 @@ def test_states_and_parameters_agree_with_bitsandbytes_over_50_steps(shape):
 
 def test_after_one_step_codes_agree_and_ours_are_never_farther_from_the_exact_state():
     shape = (128, 256)
-    (ours, our_state), (theirs, their_state), reference = _run_both(shape, steps=1)
+    (ours, our_state), (theirs, their_state), _ = _run_both(shape, steps=1)
     generator = torch.Generator().manual_seed(0)
     torch.randn(shape, generator=generator)
     grad = torch.randn(shape, generator=generator) * 0.01 + 0.003
