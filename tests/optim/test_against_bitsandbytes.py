@@ -63,9 +63,7 @@ def test_states_and_parameters_agree_with_bitsandbytes_over_50_steps(shape):
     assert our_state["exp_avg_absmax"].shape == their_state["absmax1"].shape
     for key, index in (("exp_avg", 1), ("exp_avg_sq", 2)):
         mine = storage.load(our_state, key, torch.float32)
-        other = _dequantize_bnb(
-            their_state[f"state{index}"], their_state[f"qmap{index}"], their_state[f"absmax{index}"]
-        )
+        other = _dequantize_bnb(their_state, index)
         scale = other.abs().max()
         assert (mine - other).abs().max() <= 0.05 * scale, key  # measured 0.016-0.032
         assert (mine - other).abs().mean() <= 0.002 * scale, key  # measured about 0.0005
@@ -89,9 +87,7 @@ def test_after_one_step_codes_agree_and_ours_are_never_farther_from_the_exact_st
         torch.testing.assert_close(our_state[f"{key}_absmax"], their_state[f"absmax{index}"], rtol=1e-6, atol=0)
         assert (our_state[key] != their_state[f"state{index}"]).float().mean() < 0.05, key  # measured 0.3-3%
         mine = storage.load(our_state, key, torch.float32)
-        other = _dequantize_bnb(
-            their_state[f"state{index}"], their_state[f"qmap{index}"], their_state[f"absmax{index}"]
-        )
+        other = _dequantize_bnb(their_state, index)
         # memopt rounds to the nearest code: never farther from the exact value than bitsandbytes' code
         # (up to ties, where one float32 rounding of the exact value can tip the choice)
         slack = 1e-6 * exact[key].abs().max()
