@@ -11,7 +11,10 @@ uint8 index of the code value nearest to ``x / N_b`` in a non-linear *dynamic* m
 * **unsigned map** (for non-negative states, e.g. Adam's second moment): the sign bit becomes a fraction
   bit, so decade ``i`` has ``2^(i+1)`` values; with 0 and 1: 256 values in ``[0, 1]``.
 
-Dequantization is ``x_hat = map[code] * N_b``. A block's largest positive value is stored exactly, and since 0
+Dequantization is ``x_hat = map[code] * N_b``. The blocks are those of the *whole* tensor read flat (as
+bitsandbytes cuts them); a piece of a sharded tensor is quantized in place with the maxima of the blocks
+it overlaps (``start``, ``absmax`` arguments), so sharding never changes a code (see
+:mod:`memopt.components.storage`). A block's largest positive value is stored exactly, and since 0
 is a code value, rounding to the nearest code never changes a value's sign.
 The maps and the rounding rule follow the paper's description (and bitsandbytes' documented behaviour);
 the code here is our own.
@@ -119,21 +122,49 @@ def num_blocks(numel: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
     return -(-numel // block_size)
 
 
+def _blocks(flat: torch.Tensor, block_size: int, start: int) -> torch.Tensor:
+    """``flat`` (elements ``[start, start + n)`` of a flat tensor cut into blocks of ``block_size`` from
+    element 0) zero-padded to the blocks it overlaps, viewed as ``(blocks, block_size)``."""
+    n = flat.numel()
+    lead = start % block_size
+    blocks = num_blocks(lead + n, block_size) if n else 0
+    return torch.nn.functional.pad(flat, (lead, blocks * block_size - n - lead)).view(blocks, block_size)
+
+
+def block_maxima(x: torch.Tensor, *, block_size: int = DEFAULT_BLOCK_SIZE, start: int = 0) -> torch.Tensor:
+    """The absolute maximum (float32) of ``x`` in each block it overlaps, ``x`` being the elements
+    ``[start, start + x.numel())`` of a flat tensor cut into blocks from element 0.
+
+    For a piece of a sharded tensor the first and last maxima are partial when a block continues on the
+    neighbouring rank; their ``MAX`` over the ranks is the whole block's maximum.
+    """
+    return _blocks(x.detach().reshape(-1).to(torch.float32), block_size, start).abs().amax(dim=1)
+
+
 def quantize_blockwise(
-    x: torch.Tensor, *, signed: bool, block_size: int = DEFAULT_BLOCK_SIZE, out: torch.Tensor | None = None
+    x: torch.Tensor,
+    *,
+    signed: bool,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    out: torch.Tensor | None = None,
+    start: int = 0,
+    absmax: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize ``x`` to ``(codes, absmax)``: uint8 codes of ``x``'s shape and float32 block maxima.
 
-    ``out`` (uint8, ``x``'s shape) receives the codes in place when given.
+    ``out`` (uint8, ``x``'s shape) receives the codes in place when given. ``start`` places ``x`` in a
+    larger flat tensor whose blocks start at element 0 (a shard of it); ``absmax`` gives the maxima of the
+    blocks ``x`` overlaps (whole-block maxima combined across shards) instead of computing them from ``x``.
     """
     flat = x.detach().reshape(-1).to(torch.float32)
     n = flat.numel()
-    blocks = num_blocks(n, block_size)
-    padded = torch.nn.functional.pad(flat, (0, blocks * block_size - n)).view(blocks, block_size)
-    absmax = padded.abs().amax(dim=1)
+    padded = _blocks(flat, block_size, start)
+    if absmax is None:
+        absmax = padded.abs().amax(dim=1)
     scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
     normalized = (padded / scale.unsqueeze(1)).clamp_(-1.0, 1.0)
-    codes = nearest_codes(normalized, signed).view(-1)[:n].to(torch.uint8).view(x.shape)
+    lead = start % block_size
+    codes = nearest_codes(normalized, signed).view(-1)[lead : lead + n].to(torch.uint8).view(x.shape)
     if out is not None:
         out.copy_(codes)
         codes = out
@@ -141,12 +172,17 @@ def quantize_blockwise(
 
 
 def dequantize_blockwise(
-    codes: torch.Tensor, absmax: torch.Tensor, *, signed: bool, block_size: int = DEFAULT_BLOCK_SIZE
+    codes: torch.Tensor,
+    absmax: torch.Tensor,
+    *,
+    signed: bool,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    start: int = 0,
 ) -> torch.Tensor:
-    """Float32 values of ``(codes, absmax)`` in ``codes``' shape."""
+    """Float32 values of ``(codes, absmax)`` in ``codes``' shape; ``absmax`` holds the maxima of the blocks
+    ``codes`` overlaps, placed at ``start`` in a larger flat tensor (see :func:`quantize_blockwise`)."""
     n = codes.numel()
     values = torch.index_select(dynamic_map(signed).to(codes.device), 0, codes.reshape(-1).int())
-    blocks = num_blocks(n, block_size)
-    scaled = torch.nn.functional.pad(values, (0, blocks * block_size - n)).view(blocks, block_size)
-    scaled = scaled * absmax.unsqueeze(1)
-    return scaled.view(-1)[:n].view(codes.shape)
+    scaled = _blocks(values, block_size, start) * absmax.unsqueeze(1)
+    lead = start % block_size
+    return scaled.view(-1)[lead : lead + n].view(codes.shape)
