@@ -26,6 +26,8 @@ import functools
 
 import torch
 
+from memopt.components import sharding
+
 DEFAULT_BLOCK_SIZE = 256
 #: tensors with fewer elements keep float32 state (they save little and are mostly biases and norms)
 MIN_QUANTIZED_NUMEL = 4096
@@ -122,15 +124,6 @@ def num_blocks(numel: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
     return -(-numel // block_size)
 
 
-def _blocks(flat: torch.Tensor, block_size: int, start: int) -> torch.Tensor:
-    """``flat`` (elements ``[start, start + n)`` of a flat tensor cut into blocks of ``block_size`` from
-    element 0) zero-padded to the blocks it overlaps, viewed as ``(blocks, block_size)``."""
-    n = flat.numel()
-    lead = start % block_size
-    blocks = num_blocks(lead + n, block_size) if n else 0
-    return torch.nn.functional.pad(flat, (lead, blocks * block_size - n - lead)).view(blocks, block_size)
-
-
 def block_maxima(x: torch.Tensor, *, block_size: int = DEFAULT_BLOCK_SIZE, start: int = 0) -> torch.Tensor:
     """The absolute maximum (float32) of ``x`` in each block it overlaps, ``x`` being the elements
     ``[start, start + x.numel())`` of a flat tensor cut into blocks from element 0.
@@ -138,7 +131,7 @@ def block_maxima(x: torch.Tensor, *, block_size: int = DEFAULT_BLOCK_SIZE, start
     For a piece of a sharded tensor the first and last maxima are partial when a block continues on the
     neighbouring rank; their ``MAX`` over the ranks is the whole block's maximum.
     """
-    return _blocks(x.detach().reshape(-1).to(torch.float32), block_size, start).abs().amax(dim=1)
+    return sharding.flat_blocks(x.detach().reshape(-1).to(torch.float32), block_size, start)[1].abs().amax(dim=1)
 
 
 def quantize_blockwise(
@@ -157,14 +150,12 @@ def quantize_blockwise(
     blocks ``x`` overlaps (whole-block maxima combined across shards) instead of computing them from ``x``.
     """
     flat = x.detach().reshape(-1).to(torch.float32)
-    n = flat.numel()
-    padded = _blocks(flat, block_size, start)
+    _, padded = sharding.flat_blocks(flat, block_size, start)
     if absmax is None:
         absmax = padded.abs().amax(dim=1)
     scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
     normalized = (padded / scale.unsqueeze(1)).clamp_(-1.0, 1.0)
-    lead = start % block_size
-    codes = nearest_codes(normalized, signed).view(-1)[lead : lead + n].to(torch.uint8).view(x.shape)
+    codes = sharding.unblock(nearest_codes(normalized, signed), start, flat.numel()).to(torch.uint8).view(x.shape)
     if out is not None:
         out.copy_(codes)
         codes = out
@@ -181,8 +172,6 @@ def dequantize_blockwise(
 ) -> torch.Tensor:
     """Float32 values of ``(codes, absmax)`` in ``codes``' shape; ``absmax`` holds the maxima of the blocks
     ``codes`` overlaps, placed at ``start`` in a larger flat tensor (see :func:`quantize_blockwise`)."""
-    n = codes.numel()
     values = torch.index_select(dynamic_map(signed).to(codes.device), 0, codes.reshape(-1).int())
-    scaled = _blocks(values, block_size, start) * absmax.unsqueeze(1)
-    lead = start % block_size
-    return scaled.view(-1)[lead : lead + n].view(codes.shape)
+    scaled = sharding.flat_blocks(values, block_size, start)[1] * absmax.unsqueeze(1)
+    return sharding.unblock(scaled, start, codes.numel()).view(codes.shape)

@@ -324,3 +324,37 @@ def check_loaded_layout(template: dict, state: dict, name: str) -> None:
                 "loaded with torch.distributed.checkpoint, which reshards it: prepare_state(), then "
                 "dcp.load into get_optimizer_state_dict(...) and set_optimizer_state_dict(...)."
             )
+
+
+def flat_blocks(flat: torch.Tensor, block: int, start: int) -> tuple[int, torch.Tensor]:
+    """The fixed-size blocks that a piece of a flat tensor overlaps.
+
+    ``flat`` holds elements ``[start, start + n)`` of a flat tensor cut into blocks of ``block`` elements
+    from element 0 (8-bit quantization blocks, Subset-Norm's contiguous subsets). Returns the index of the
+    first block overlapped and ``flat`` zero-padded to whole blocks, viewed as ``(blocks, block)``; the
+    first and last rows hold only this rank's part of a block that a shard boundary cuts.
+    """
+    n = flat.numel()
+    lead = start % block
+    blocks = -(-(lead + n) // block) if n else 0
+    return start // block, torch.nn.functional.pad(flat, (lead, blocks * block - n - lead)).view(blocks, block)
+
+
+def unblock(blocks: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    """The flat piece of ``n`` elements at ``start`` back from :func:`flat_blocks`' padded view."""
+    lead = start % blocks.shape[1] if blocks.dim() == 2 and blocks.shape[1] else 0
+    return blocks.reshape(-1)[lead : lead + n]
+
+
+def stacked_zeros(like: torch.Tensor, count: int) -> torch.Tensor:
+    """Zeros of shape ``(count, *like.shape)`` (a history of ``count`` copies of ``like``), laid out like
+    ``like``: a DTensor cut on dim 1 when ``like`` is cut on dim 0."""
+    piece = local(like)
+    value = torch.zeros((count, *piece.shape), dtype=piece.dtype, device=piece.device)
+    if not isinstance(like, DTensor):
+        return value
+    placements = [Shard(p.dim + 1) if isinstance(p, Shard) else p for p in like.placements]
+    shape = torch.Size((count, *like.shape))
+    return DTensor.from_local(
+        value, like.device_mesh, placements, run_check=False, shape=shape, stride=_contiguous_strides(shape)
+    )

@@ -16,10 +16,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 
 def _value_bytes(value: Any, seen: set[tuple[int, int]]) -> int:
+    if isinstance(value, DTensor):  # this rank's shard (its flatten protocol also lists the device mesh)
+        return _value_bytes(value.to_local(), seen)
     if torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
         # a wrapper subclass (DTensor, torchao's quantized states): count the tensors it holds, e.g. the
         # local shard of a DTensor or the codes and scales of an 8-bit state

@@ -242,7 +242,7 @@ class MemoptOptimizer(MemoptBase):
                 piece, work, grad, state, state["step"], first_index + position, name, group_state, shard=shard
             )
             if group["stochastic_rounding"]:
-                ps.rounding = rounding_generator(piece.device, ps.index, ps.step)
+                ps.rounding = rounding_generator(piece.device, ps.index, ps.step, shard.start)
             # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors only
             if use_kernel and not shard.sharded and adamw8bit.eligible(piece, grad, state):
                 kernel.append(ps)
