@@ -241,9 +241,7 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
     save(model, optimizer, folder / "two")
     train(model, optimizer, range(HALF, STEPS))
     fsdp_final = full_params(model)
-    per_rank = torch.tensor([memopt.state_bytes(optimizer)])
-    gathered = [torch.zeros_like(per_rank) for _ in range(world)]
-    dist.all_gather(gathered, per_rank)
+    per_rank = memopt.state_bytes_per_rank(optimizer)
 
     ddp = DistributedDataParallel(make_model(0))
     ddp_optimizer = build(ddp, registry_name, hparams)
@@ -275,7 +273,7 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
     result["ddp_exact"] = exactly_equal(ddp_final, expected)
     result["to_two_state"] = exactly_equal(loaded_half, reference_half)
     result["to_two"] = relative_error(resumed_final, expected)
-    result["state_bytes_per_rank"] = [int(t) for t in gathered]
+    result["state_bytes_per_rank"] = per_rank
     return result
 
 
@@ -327,10 +325,27 @@ def error_messages(rank: int, world: int) -> dict[str, str]:
     return messages
 
 
+def collectives(rank: int, names: list[str]) -> dict[str, list[int]]:
+    """The collectives (count, bytes this rank put in) of one ordinary FSDP2 step of each optimizer."""
+    from memopt.bench.collectives import CollectiveBytes
+
+    out = {}
+    for name in names:
+        model = shard(make_model(0))
+        optimizer = build(model, *CONFIGS[name])
+        train(model, optimizer, range(1))
+        model(batch(1)).backward()
+        with CollectiveBytes() as comm:
+            optimizer.step()
+        out[name] = [comm.total_count, comm.total_bytes]
+    return out
+
+
 def run_all(rank: int, world: int, names: list[str]) -> dict[str, Any]:
     """Every configuration in ``names`` (in one process group, so start-up is paid once), then the Grokfast
     runs and the error messages."""
     results: dict[str, Any] = {"errors": error_messages(rank, world)}
+    results["collectives"] = collectives(rank, ["adamw", "adamw_sn", "adamw8bit", "adagrad_norm[global]"])
     for name, (settings, registry_name, hparams) in GROKFAST.items():
         results[name] = check_grokfast(rank, settings, registry_name, hparams)
     with tempfile.TemporaryDirectory() as tmp:

@@ -72,3 +72,16 @@ def test_unsupported_sharding_and_unsharded_state_are_clear_errors(measured):
     errors = measured["errors"]
     assert "Shard(dim=1)" in errors["shard1"] and "fully_shard" in errors["shard1"]
     assert "plain tensor" in errors["plain_state"] and "torch.distributed.checkpoint" in errors["plain_state"]
+
+
+def test_communication_per_step_is_what_docs_distributed_md_states(measured):
+    """One ordinary step on the test model: AdamW none; Subset-Norm one all-reduce of n floats per wide
+    matrix (64 x 69, 31 x 64, 11 x 64, 1 x 64: n = 69 + 64 + 64 + 64); 8-bit one all-reduce(MAX) of the
+    ceil(numel / 256) block maxima per quantized state (2 states of 4416, 4416 and 4223 elements);
+    AdaGrad-Norm over the model one all-reduce of a float per tensor (14 tensors)."""
+    assert measured["collectives"] == {
+        "adamw": [0, 0],
+        "adamw_sn": [4, 4 * (69 + 64 + 64 + 64)],
+        "adamw8bit": [6, 4 * 2 * (18 + 18 + 17)],
+        "adagrad_norm[global]": [1, 4 * 14],
+    }

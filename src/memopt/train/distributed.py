@@ -115,13 +115,6 @@ class Distributed:
         """True on every rank if ``flag`` is true on any (decisions taken from measured time)."""
         return bool(self.total(torch.tensor(int(flag))).item())
 
-    def gather_ints(self, value: int) -> list[int]:
-        """``value`` of every rank, in rank order."""
-        mine = torch.tensor([value], device=self.device)
-        out = [torch.zeros_like(mine) for _ in range(self.world_size)]
-        dist.all_gather(out, mine)
-        return [int(t.item()) for t in out]
-
     def barrier(self) -> None:
         dist.barrier()
 

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from memopt.memory.accounting import state_bytes_per_rank
 from memopt.train import checkpoint as ckpt
 from memopt.train import distributed, models, sharded_checkpoint
 from memopt.train import optimizers as opt_lib
@@ -472,8 +473,10 @@ class Trainer:
 
     def _result(self, stopped_by: str) -> TrainResult:
         """The run's result (``result.json``); under torchrun the state bytes of every rank, and their sum."""
-        own = opt_lib.state_bytes(self.optimizer)
-        per_rank = self.dist.gather_ints(own) if self.dist is not None else [own]
+        if self.dist is not None:
+            per_rank = state_bytes_per_rank(self.optimizer)
+        else:
+            per_rank = [opt_lib.state_bytes(self.optimizer)]
         self._barrier()  # rank 0 has written every metric
         records = read_metrics(self.out / METRICS_NAME)
         evals = [r for r in records if r.get("event") == "eval"]
