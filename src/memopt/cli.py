@@ -306,8 +306,14 @@ def _add_compare(subparsers) -> Callable:
 def _run_compare(args: argparse.Namespace) -> int:
     from memopt.bench.compare import DEFAULT_OPTIMIZERS, CompareConfig, run_compare
     from memopt.train.config import make_config
+    from memopt.train.distributed import launched
     from memopt.train.optimizers import parse_assignments
 
+    if launched():
+        raise ConfigError(
+            "memopt compare runs in one process; under torchrun, train each optimizer with `memopt train` "
+            "(same flags) and compare their run folders."
+        )
     names = (
         [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers else list(DEFAULT_OPTIMIZERS)
     )

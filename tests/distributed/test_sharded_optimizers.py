@@ -13,6 +13,8 @@ from tests.distributed.spawn import run_spawned
 
 import memopt
 
+pytestmark = pytest.mark.distributed
+
 TOLERANCE = 1e-6
 NAMES = list(sharded_runs.CONFIGS)
 

@@ -1,6 +1,7 @@
 """``memopt train`` under ``torchrun --nproc_per_node 2`` on the CPU (gloo), and its checkpoints moving
-between 2 processes and 1: torchrun with FSDP2 for 8 steps, resumed in one process to step 16, resumed
-under torchrun with DDP to step 24."""
+between 2 processes and 1: torchrun with FSDP2 for 8 steps (each step 2 accumulated microbatches, split
+over the ranks, clipped to a global norm), which must match the same 8 steps in one process; resumed in one
+process to step 16; resumed under torchrun with DDP to step 24."""
 
 from __future__ import annotations
 
@@ -11,14 +12,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tests.distributed.spawn import free_port
 
 from memopt.train.metrics import METRICS_NAME, read_metrics
 
+pytestmark = pytest.mark.distributed
+
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ARGS = [
     "train", "--preset", "tiny", "--optimizer", "adamw_snsm", "--vocab-size", "512", "--seq-len", "32",
-    "--batch-size", "8", "--eval-every", "8", "--eval-batches", "2", "--schedule-steps", "24",
+    "--batch-size", "8", "--grad-accum", "2", "--clip", "0.5", "--eval-every", "8", "--eval-batches", "2",
+    "--schedule-steps", "24",
     "--device", "cpu", "--threads", "1", "--quiet",
 ]  # fmt: skip
 
@@ -42,6 +47,16 @@ def test_torchrun_trains_and_its_checkpoints_move_between_two_processes_and_one(
     per_rank = result["extra"]["state_bytes_per_rank"]
     assert result["extra"]["world_size"] == 2 and len(per_rank) == 2 and sum(per_rank) == result["state_bytes"]
     assert first.stdout.count("adamw_snsm: 8 steps") == 1  # rank 0 alone reports
+    alone = tmp_path / "alone"
+    memopt_train(["--cache-dir", cache_dir, "--out", str(alone), "--max-steps", "8"], processes=1)
+    fields = ("loss", "grad_norm", "lr", "tokens")
+    two, one = (
+        [[r[k] for k in fields] for r in read_metrics(folder / METRICS_NAME) if r["event"] == "train"]
+        for folder in (out, alone)
+    )
+    assert len(two) == len(one) == 8
+    for a, b in zip(two, one):  # the same tokens, gradient, clipping and update: equal up to rounding
+        assert all(abs(x - y) <= 1e-5 * max(abs(y), 1.0) for x, y in zip(a, b)), (a, b)
 
     memopt_train([*common, "--max-steps", "16", "--resume"], processes=1)  # the DCP checkpoint in one process
     assert (out / "checkpoint.pt").is_file() and not (out / "checkpoint-dcp.json").exists()

@@ -78,6 +78,9 @@ def training_state(model: nn.Module, optimizer: Optimizer, scheduler: Any, meta:
 def save(out: Path, step: int, state: dict[str, Any], *, is_main: bool, no_dist: bool = False) -> None:
     """Write ``state`` as the run's checkpoint at ``step`` (every rank calls this; rank 0 commits)."""
     folder = out / FOLDER_NAME / f"step-{step:08d}"
+    committed = out / POINTER_NAME
+    if committed.is_file() and json.loads(committed.read_text()).get("path") == str(folder.relative_to(out)):
+        folder = folder.with_name(folder.name + "-again")  # saving the same step twice: keep the committed one
     if is_main and folder.exists():  # left by a save that crashed before its commit
         shutil.rmtree(folder)
     _barrier(no_dist)
