@@ -17,7 +17,7 @@ from memopt.accelerated import (
     effective_lr,
     naggs_optimal_step,
 )
-from memopt.memory.accounting import format_state_report, state_bytes, state_memory_report
+from memopt.memory.accounting import format_state_report, state_bytes, state_bytes_per_rank, state_memory_report
 from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
@@ -69,5 +69,6 @@ __all__ = [
     "naggs_optimal_step",
     "recommended_hparams",
     "state_bytes",
+    "state_bytes_per_rank",
     "state_memory_report",
 ]

@@ -128,6 +128,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
     run.add_argument(
+        "--parallel",
+        default=None,
+        choices=("fsdp", "ddp"),
+        help="under torchrun: shard the model with FSDP2 (default) or replicate it with DDP",
+    )
+    run.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -167,6 +173,7 @@ def _settings(args: argparse.Namespace, **extra) -> dict:
         "dtype",
         "activation_checkpointing",
         "device",
+        "parallel",
         "eval_every",
         "eval_batches",
         "seed",
@@ -241,22 +248,30 @@ def _run_train(args: argparse.Namespace) -> int:
         trust_checkpoint=args.trust_checkpoint,
     )
     trainer = Trainer(config)
-    if not config.quiet:
+    if not config.quiet and trainer.is_main:  # under torchrun, rank 0 speaks for all
         lr = trainer.hparams.get("lr")
         print(
             f"memopt train: {config.optimizer} (lr {lr:g}) on {trainer.data.meta['corpus']}; model "
             f"{config.model_config or config.preset} ({trainer.num_params:,} parameters); {trainer.total_steps} "
-            f"steps x {config.tokens_per_step:,} tokens; device {trainer.device}; run folder {config.out}",
+            f"steps x {config.tokens_per_step:,} tokens; device {trainer.device}"
+            + (f" x {trainer.dist.world_size} processes ({trainer.dist.parallel})" if trainer.dist else "")
+            + f"; run folder {config.out}",
             file=sys.stderr,
         )
     result = trainer.run()
+    if not trainer.is_main:
+        return 0
     ppl = "n/a" if result.final_val_ppl is None else f"{result.final_val_ppl:.2f}"
     loss = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     speed = "n/a" if result.tokens_per_s is None else f"{result.tokens_per_s:,.0f}"
+    state = f"state {result.state_bytes / 2**20:.3f} MiB"
+    per_rank = result.extra.get("state_bytes_per_rank")
+    if per_rank:
+        state += f" in all ({', '.join(f'{b / 2**20:.3f}' for b in per_rank)} MiB on ranks 0-{len(per_rank) - 1})"
     print(
         f"{result.optimizer}: {result.steps} steps, {result.tokens:,} tokens "
         f"(stopped by {result.stopped_by}); "
-        f"val loss {loss}, ppl {ppl}; state {result.state_bytes / 2**20:.3f} MiB; {speed} tokens/s\n"
+        f"val loss {loss}, ppl {ppl}; {state}; {speed} tokens/s\n"
         f"run folder: {result.out}"
     )
     return 0
@@ -291,8 +306,14 @@ def _add_compare(subparsers) -> Callable:
 def _run_compare(args: argparse.Namespace) -> int:
     from memopt.bench.compare import DEFAULT_OPTIMIZERS, CompareConfig, run_compare
     from memopt.train.config import make_config
+    from memopt.train.distributed import launched
     from memopt.train.optimizers import parse_assignments
 
+    if launched():
+        raise ConfigError(
+            "memopt compare runs in one process; under torchrun, train each optimizer with `memopt train` "
+            "(same flags) and compare their run folders."
+        )
     names = (
         [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers else list(DEFAULT_OPTIMIZERS)
     )

@@ -34,6 +34,7 @@ import torch
 
 from memopt.accelerated.base import SCALAR, AcceleratedBase
 from memopt.accelerated.closure import evaluate
+from memopt.components import sharding
 from memopt.components.storage import compute_dtype
 from memopt.optim.validation import check_fraction, check_non_negative, check_positive
 
@@ -60,6 +61,9 @@ class _TwoIterateSGD(AcceleratedBase):
     def _state_template(self, param: torch.Tensor, group: dict) -> dict:
         return {"step": SCALAR, "v": tuple(param.shape)}
 
+    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
+        return {"step": 0, "v": param.detach().to(compute_dtype(param), copy=True)}
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One step from the gradients in ``.grad`` (``closure``, if given, recomputes them first)."""
@@ -70,14 +74,14 @@ class _TwoIterateSGD(AcceleratedBase):
             wd = group["weight_decay"]
             for param in self._params_with_grad(group, group_index):
                 cdtype = compute_dtype(param)
+                if not self.state[param]:
+                    self.state[param].update(self._initial_state(param, group))
+                state = sharding.local_state(param, self.state[param])
+                grad = sharding.local(param.grad).to(cdtype)
+                param = sharding.local(param)  # a sharded parameter: its local piece
                 work = param if param.dtype == cdtype else param.to(cdtype)
-                grad = param.grad.to(cdtype)
                 if wd != 0:
                     grad = grad.add(work, alpha=wd)
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    state["v"] = work.clone()
                 state["step"] += 1
                 v = state["v"]
                 # v_{t+1} = beta y + (1 - beta) v - gamma g;  w_{t+1} = y - delta g (in place of y)

@@ -2,7 +2,12 @@
 
 Each optimizer declares the state it keeps for a parameter (:meth:`AcceleratedBase._state_template`), so
 that a loaded checkpoint is checked key by key and shape by shape against what this optimizer would
-create, and gets the list of parameters with gradients (dense ones only, named in errors).
+create, builds it in one place (:meth:`AcceleratedBase._initial_state`, also used by ``prepare_state``),
+and gets the list of parameters with gradients (dense ones only, named in errors).
+
+Sharded parameters (FSDP2 DTensors): the updates are elementwise, so each rank updates its local piece of
+the parameter and of its state (DTensors cut like the parameter); the few global scalars (norms, inner
+products) are all-reduced over the shard group (:mod:`memopt.components.sharding`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from memopt.components import sharding
 from memopt.optim.base import MemoptBase, param_name
 
 #: a state entry that is a Python number (or a 0-d tensor) rather than a tensor shaped like something
@@ -41,6 +47,16 @@ class AcceleratedBase(MemoptBase):
         """State key -> expected tensor shape (a tuple) or :data:`SCALAR`, for ``param`` in ``group``."""
         raise NotImplementedError
 
+    def _initial_state(self, param: torch.Tensor, group: dict) -> dict[str, Any]:
+        """The state of ``param`` before its first step (DTensors laid out like ``param`` if it is one)."""
+        raise NotImplementedError
+
+    def prepare_state(self) -> None:
+        for group in self.param_groups:
+            for param in group["params"]:
+                if not self.state[param]:
+                    self.state[param].update(self._initial_state(param, group))
+
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         template = self._state_template(param, group)
         hint = (
@@ -67,6 +83,7 @@ class AcceleratedBase(MemoptBase):
                     f"Cannot load optimizer state for {name}: state {key!r} has shape {got}, expected "
                     f"{tuple(shape)}.{hint}"
                 )
+        sharding.check_loaded_layout(self._initial_state(param.detach().to("meta"), group), state, name)
 
     # --------------------------------------------------------------------------------------- helpers
     def _params_with_grad(self, group: dict, group_index: int) -> list[torch.Tensor]:

@@ -22,6 +22,12 @@ Apply it once per optimizer step (after gradient accumulation and AMP unscaling)
 clip. Parameters whose ``.grad`` is None are skipped (and get their state at their first gradient).
 ``state_dict()`` / ``load_state_dict()`` save and restore the filter's state exactly.
 Memory: one tensor per parameter (EMA), ``window`` tensors per parameter (MA).
+
+Under data parallelism the filter must see the gradient of the whole (global) minibatch, once per step:
+call it after ``backward()`` has synchronized the gradients (DDP's all-reduce, FSDP2's reduce-scatter),
+exactly where it goes in a single process. With FSDP2 the gradients are DTensors cut on dim 0; the filter is
+elementwise, so each rank filters its piece with its piece of the state (kept as DTensors laid out like the
+gradient, the MA history cut on its dim 1), with no communication.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from memopt.components import sharding
 from memopt.optim.validation import check_choice, check_fraction, check_non_negative, check_positive_int
 
 
@@ -68,6 +75,8 @@ class Grokfast:
         self.params = list(params.parameters() if isinstance(params, nn.Module) else params)
         if not self.params:
             raise ValueError("Grokfast got no parameters to filter.")
+        for index, param in enumerate(self.params):
+            sharding.check_param(param, f"Grokfast parameter {index}")
         self.filter, self.alpha, self.lamb = filter, alpha, lamb
         self.window, self.warmup, self.reduction = window, warmup, reduction
         #: per parameter index: {"ema": h} or {"history": (window, *shape) ring buffer, "count": n}
@@ -81,26 +90,27 @@ class Grokfast:
                 continue
             if param.grad.is_sparse:
                 raise ValueError(f"Grokfast: parameter {index} has a sparse gradient; it filters dense gradients.")
-            grad = param.grad
             if self.filter == "ema":
-                self._ema(index, grad)
+                self._ema(index, param.grad)
             else:
-                self._moving_average(index, grad)
+                self._moving_average(index, param.grad)
 
     def _ema(self, index: int, grad: torch.Tensor) -> None:
-        state = self.state.get(index)
-        if state is None:
-            state = self.state[index] = {"ema": grad.detach().clone()}
-        else:
-            state["ema"].mul_(self.alpha).add_(grad, alpha=1 - self.alpha)
-        grad.add_(state["ema"], alpha=self.lamb)
+        if index not in self.state:
+            self.state[index] = {"ema": grad.detach().clone()}  # a DTensor for a DTensor gradient
+            sharding.local(grad).add_(sharding.local(self.state[index]["ema"]), alpha=self.lamb)
+            return
+        ema, grad = sharding.local(self.state[index]["ema"]), sharding.local(grad)
+        ema.mul_(self.alpha).add_(grad, alpha=1 - self.alpha)
+        grad.add_(ema, alpha=self.lamb)
 
     def _moving_average(self, index: int, grad: torch.Tensor) -> None:
         state = self.state.get(index)
         if state is None:
-            history = torch.zeros((self.window, *grad.shape), dtype=grad.dtype, device=grad.device)
+            history = sharding.stacked_zeros(grad, self.window)
             state = self.state[index] = {"history": history, "count": 0}
-        history, count = state["history"], state["count"]
+        history, count = sharding.local(state["history"]), state["count"]
+        grad = sharding.local(grad)
         history[count % self.window].copy_(grad)
         state["count"] = count = count + 1
         filled = min(count, self.window)

@@ -32,6 +32,7 @@ import torch
 
 from memopt.accelerated.base import SCALAR, AcceleratedBase
 from memopt.accelerated.closure import evaluate
+from memopt.components import sharding
 from memopt.components.storage import compute_dtype
 from memopt.optim.validation import check_non_negative, check_positive
 
@@ -128,6 +129,9 @@ class NAGGS(AcceleratedBase):
     def _state_template(self, param: torch.Tensor, group: dict) -> dict:
         return {"step": SCALAR, "gamma": SCALAR, "v": tuple(param.shape)}
 
+    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
+        return {"step": 0, "gamma": float(group["gamma"]), "v": param.detach().to(compute_dtype(param), copy=True)}
+
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One NAG-GS step from the gradients in ``.grad`` (``closure``, if given, recomputes them first)."""
@@ -137,18 +141,17 @@ class NAGGS(AcceleratedBase):
             a = alpha / (1 + alpha)
             for param in self._params_with_grad(group, group_index):
                 cdtype = compute_dtype(param)
-                grad = param.grad.to(cdtype)
+                grad = sharding.local(param.grad).to(cdtype)
                 if group["maximize"]:
                     grad = -grad
-                state = self.state[param]
-                if not state:
-                    state["step"] = 0
-                    state["gamma"] = float(group["gamma"])
-                    state["v"] = param.detach().to(cdtype, copy=True)
+                if not self.state[param]:
+                    self.state[param].update(self._initial_state(param, group))
+                state = sharding.local_state(param, self.state[param])
                 state["step"] += 1
                 gamma = state["gamma"]
                 b = alpha * mu / (alpha * mu + gamma)
                 v = state["v"]
+                param = sharding.local(param)  # a sharded parameter: its local piece
                 work = param if param.dtype == cdtype else param.to(cdtype)
                 v.mul_(1 - b).add_(work, alpha=b).add_(grad, alpha=-alpha / (alpha * mu + gamma))
                 if not group["fixed_gamma"]:

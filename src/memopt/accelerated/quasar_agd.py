@@ -51,6 +51,7 @@ import torch
 
 from memopt.accelerated.base import SCALAR, AcceleratedBase
 from memopt.accelerated.closure import evaluate, gradients, missing_closure_error
+from memopt.components import sharding
 from memopt.optim.validation import check_non_negative, check_positive, check_positive_int
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
@@ -191,6 +192,9 @@ class QuasarAGD(AcceleratedBase):
     def _state_template(self, param: torch.Tensor, group: dict) -> dict:
         return {"step": SCALAR, "omega": SCALAR, "v": tuple(param.shape)}
 
+    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
+        return {"step": 0, "omega": 1.0, "v": param.detach().clone()}
+
     def _coefficients(self, group: dict, omega: float) -> dict[str, Any]:
         """beta, eta, c, b, guess, eps of this iteration (and the next omega)."""
         lr, gamma, mu = group["lr"], group["gamma"], group["mu"]
@@ -224,29 +228,34 @@ class QuasarAGD(AcceleratedBase):
         group = self.param_groups[0]
         params = group["params"]
         for param in params:
-            state = self.state[param]
-            if not state:
-                state["step"] = 0
-                state["omega"] = 1.0
-                state["v"] = param.detach().clone()
+            if not self.state[param]:
+                self.state[param].update(self._initial_state(param, group))
         first = self.state[params[0]]
         k = self._coefficients(group, first["omega"])
-        xs = [p.detach().clone() for p in params]
-        vs = [self.state[p]["v"] for p in params]
+        # sharded parameters (FSDP2): every tensor below is this rank's piece, and the sums over the model
+        # (||x - v||^2, the slope) are all-reduced, so all ranks take the same line-search decisions
+        specs = [sharding.spec_of(p) for p in params]
+        pieces = [sharding.local(p) for p in params]
+        xs = [p.detach().clone() for p in pieces]
+        vs = [sharding.local(self.state[p]["v"]) for p in params]
         directions = [x - v for x, v in zip(xs, vs)]
-        dist2 = float(sum((d.double() * d.double()).sum() for d in directions))
+
+        def total(parts: list[torch.Tensor]) -> float:  # a sum over the model, in the order of the parameters
+            return float(sum(sharding.reduce_partials(torch.stack(parts), specs).unbind()))
+
+        dist2 = total([(d.double() * d.double()).sum() for d in directions])
         cache: dict[float, tuple[Any, list[torch.Tensor]]] = {}
 
         def move_to(a: float) -> None:  # y = a x + (1 - a) v, exact at a = 0 and a = 1
-            for p, x, v in zip(params, xs, vs):
+            for p, x, v in zip(pieces, xs, vs):
                 p.copy_(torch.lerp(v, x, a))
 
         def phi(a: float) -> tuple[float, float]:
             move_to(a)
             loss = evaluate(closure)
-            grads = gradients(params)
+            grads = [sharding.local(g) for g in gradients(params)]
             cache[a] = (loss, grads)
-            slope = float(sum((g.double() * d.double()).sum() for g, d in zip(grads, directions)))
+            slope = total([(g.double() * d.double()).sum() for g, d in zip(grads, directions)])
             return float(loss), slope
 
         if group["line_search"]:
@@ -269,13 +278,13 @@ class QuasarAGD(AcceleratedBase):
         self.last_search = search
         loss, grads = cache[alpha]
         move_to(alpha)  # the parameters hold y_k
-        for p, v, g in zip(params, vs, grads):
-            state = self.state[p]
+        for param, p, v, g in zip(params, pieces, vs, grads):
+            state = self.state[param]
             y = p.detach().clone()
             p.add_(g, alpha=-group["lr"])  # x_{k+1} = y - lr * grad f(y)
             v.mul_(k["beta"]).add_(y, alpha=1 - k["beta"]).add_(g, alpha=-k["eta"])
-            if p.grad is not None:
-                p.grad.copy_(g)
+            if param.grad is not None:
+                sharding.local(param.grad).copy_(g)
             state["omega"] = k["omega"]
             state["step"] += 1
         return loss

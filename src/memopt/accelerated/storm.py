@@ -69,6 +69,7 @@ import torch
 
 from memopt.accelerated.base import SCALAR, AcceleratedBase
 from memopt.accelerated.closure import RngSnapshot, evaluate, gradients, missing_closure_error, parameters_at
+from memopt.components import sharding
 from memopt.components.storage import compute_dtype
 from memopt.optim.validation import check_betas, check_choice, check_non_negative, check_positive
 
@@ -79,8 +80,9 @@ P_MIN_GENERAL = (3 - math.sqrt(7)) / 2
 P_MIN_SG = 0.25
 
 
-def _square(v: torch.Tensor, per_coordinate: bool) -> torch.Tensor:
-    return v * v if per_coordinate else (v * v).sum()
+def _square(v: torch.Tensor, per_coordinate: bool, spec: sharding.ShardSpec) -> torch.Tensor:
+    """``v^2`` per coordinate, or ``||v||^2`` of the whole tensor (``v`` being this rank's piece)."""
+    return v * v if per_coordinate else spec.all_reduce((v * v).sum())
 
 
 class _RecursiveMomentum(AcceleratedBase):
@@ -110,6 +112,17 @@ class _RecursiveMomentum(AcceleratedBase):
             template["g_prev"] = shape
         return template
 
+    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
+        cdtype = compute_dtype(param)
+        acc_shape = tuple(param.shape) if group["per_coordinate"] else ()
+        per_coordinate = group["per_coordinate"]
+        new = lambda fill: sharding.zeros(param, acc_shape, cdtype, sharded=per_coordinate, fill=fill)
+        state: dict[str, Any] = {"step": 0, "d": None, "x_prev": None, "a": new(1.0), "sum_a": new(0.0)}
+        state["sum_b"] = new(0.0)
+        for key in ("d", "x_prev", *(("g_prev",) if self._uses_g_prev(group) else ())):
+            state[key] = sharding.zeros(param, param.shape, cdtype, sharded=True)
+        return state
+
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -127,7 +140,7 @@ class _RecursiveMomentum(AcceleratedBase):
         raw = gradients(params)
         current = dict(zip(params, raw))
         # the correction gradients g(x_{t-1}; xi_t), for parameters that have a previous iterate
-        with_prev = [p for p in params if "x_prev" in self.state[p]]
+        with_prev = [p for p in params if self.state[p].get("step", 0) > 0]
         correction: dict[torch.Tensor, torch.Tensor] = {}
         if with_prev:
             previous = [self.state[p]["x_prev"] for p in with_prev]
@@ -154,50 +167,50 @@ class _RecursiveMomentum(AcceleratedBase):
         return acc
 
     def _update(self, param: torch.Tensor, grad: torch.Tensor, corr: torch.Tensor | None, group: dict) -> None:
+        spec = sharding.spec_of(param)
+        fresh = "step" not in self.state[param]
+        if fresh:
+            self.state[param].update(self._initial_state(param, group))
+        state = sharding.local_state(param, self.state[param])
+        param = sharding.local(param)  # a sharded parameter: its local piece (and of grad, corr, state)
         cdtype = compute_dtype(param)
         work = param if param.dtype == cdtype else param.to(cdtype)
-        g = grad.to(cdtype)
+        g = sharding.local(grad).to(cdtype)
         wd = group["weight_decay"]
         if wd != 0:
             g = g.add(work, alpha=wd)
-        state = self.state[param]
         per_coordinate = group["per_coordinate"]
         beta_a, beta_b = group["betas"]
-        if "step" not in state:
-            acc_shape = param.shape if per_coordinate else ()
-            state["step"] = 0
-            state["d"] = g.clone()
-            state["x_prev"] = work.clone()
-            state["a"] = torch.ones(acc_shape, dtype=cdtype, device=param.device)
-            state["sum_a"] = torch.zeros(acc_shape, dtype=cdtype, device=param.device)
-            state["sum_b"] = torch.zeros(acc_shape, dtype=cdtype, device=param.device)
+        if fresh:
+            state["d"].copy_(g)
+            state["x_prev"].copy_(work)
             if self._uses_g_prev(group):
-                state["g_prev"] = g.clone()
+                state["g_prev"].copy_(g)
         state["step"] += 1
         t = state["step"]
         d, a = state["d"], state["a"]
         if t > 1:
             if corr is None:  # pragma: no cover - x_prev exists whenever t > 1
                 raise RuntimeError("internal error: no correction gradient for a parameter with a previous iterate")
-            c = corr.to(cdtype)
+            c = sharding.local(corr).to(cdtype)
             if wd != 0:
                 c = c.add(state["x_prev"], alpha=wd)
             if self._uses_g_prev(group):
                 diff = state["g_prev"] - c
-                sum_a = self._accumulate(state, "sum_a", _square(diff, per_coordinate), beta_a, t - 1, group)
+                sum_a = self._accumulate(state, "sum_a", _square(diff, per_coordinate, spec), beta_a, t - 1, group)
                 a.copy_((1 + sum_a / group["a0"]).pow(-2.0 / 3.0))
                 state["g_prev"].copy_(g)
             # d_t = g_t + (1 - a_t)(d_{t-1} - c_t)
             d.sub_(c).mul_(1 - a).add_(g)
         if not self._uses_g_prev(group):  # a_{t+1} from the gradients up to g_t
-            sum_a = self._accumulate(state, "sum_a", _square(g, per_coordinate), beta_a, t, group)
+            sum_a = self._accumulate(state, "sum_a", _square(g, per_coordinate, spec), beta_a, t, group)
             a.copy_((1 + sum_a / group["a0"]).pow(-2.0 / 3.0))
         if self.rule == "storm_plus":
-            sum_b = self._accumulate(state, "sum_b", _square(d, per_coordinate) / a, beta_b, t, group)
+            sum_b = self._accumulate(state, "sum_b", _square(d, per_coordinate, spec) / a, beta_b, t, group)
             b = (group["b0"] + sum_b).pow(1.0 / 3.0)
         else:
             p = group["p"]
-            sum_b = self._accumulate(state, "sum_b", _square(d, per_coordinate), beta_b, t, group)
+            sum_b = self._accumulate(state, "sum_b", _square(d, per_coordinate, spec), beta_b, t, group)
             b = (group["b0"] + sum_b).pow(p) / a.pow((1 - p) / 2)
         state["x_prev"].copy_(work)
         work.add_(d / b, alpha=-group["lr"])

@@ -14,6 +14,12 @@ parameter group (so LR schedulers and ``state_dict`` work as in ``torch.optim``)
 Each estimator has a readable per-tensor method (the reference) and a ``*_many`` method over all the
 parameters of a group (the fast path). The defaults of the ``*_many`` methods loop over the reference, so
 an estimator only writes a fast version where it pays.
+
+A sharded parameter (FSDP2) reaches the estimators as its local piece: ``ParamStep.param``, ``grad`` and
+the tensors of ``state`` are local, ``ParamStep.shard`` says where they sit in the whole tensor and
+combines partial results (:mod:`.sharding`), and every decision about the math is taken from the global
+shape ``ParamStep.shape``. ``init_state`` receives the parameter itself (a DTensor then) and creates
+state with :mod:`.storage` / :func:`.sharding.zeros`, saying which states are row-sharded.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from memopt.components import storage
+from memopt.components import sharding, storage
 
 
 @dataclass
@@ -49,6 +55,17 @@ class ParamStep:
     fresh: dict = field(default_factory=dict)
     #: the source of randomness for stochastic rounding of bfloat16 state (None: round to nearest)
     rounding: torch.Generator | None = None
+    #: where ``param`` (the local piece) sits in the whole parameter; whole for an unsharded parameter
+    shard: sharding.ShardSpec | None = None
+
+    def __post_init__(self) -> None:
+        if self.shard is None:
+            self.shard = sharding.whole(self.param.shape)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The parameter's global shape (every decision about the math is taken from it)."""
+        return self.shard.shape
 
     def load(self, key: str, dtype: torch.dtype) -> torch.Tensor:
         """The state ``key`` in ``dtype``: this step's fresh value if stored already, else the stored one."""
@@ -73,6 +90,10 @@ class Estimator:
 
     def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
         """Create this estimator's state for ``param`` (called lazily, at its first step)."""
+
+    def init_group_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+        """Create state shared by the whole group in ``state``, the state of its first parameter ``param``
+        (at the group's first step, or to prepare a state template for loading a checkpoint)."""
 
     def state_shapes(self, param: torch.Tensor, state: dict, group: dict) -> dict[str, tuple[int, ...] | None]:
         """Keys this estimator may keep in ``state``, with the tensor shape each must have (None: not a

@@ -58,6 +58,13 @@ parameter's own shape):
 Padding is per merged natural dim, so every mode stays inside one dim of the parameter. The
 index is stored in the state as ``((dim, mode, mode, ...), ...)`` per merged natural dim, and a checkpoint
 whose index differs from the one the group's ``et_order`` gives is rejected on load.
+
+Sharded parameters (FSDP2, dim 0 cut across ranks): the index is the global shape's, and a rank's rows
+are a contiguous range of the first merged dim (:func:`local_mode_sums`). Each rank computes its part of
+every slice sum, and one all-reduce of ``sum_i d_i`` floats per step combines them into the replicated
+``h^(i)``; the denominator is then formed for the local rows only (:func:`local_tensor_product_root`),
+in the same multiplication order as the unsharded one. (``et_order=1`` makes the one mode the whole
+tensor: a full-size all-reduce and replicated state; use Adam or AdaGrad for that.)
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from memopt.components import storage
+from memopt.components import sharding, storage
 from memopt.components.base import ParamStep, SecondMomentEstimator
 from memopt.components.second_moment import check_accumulation, root_correction
 
@@ -195,6 +202,54 @@ def tensor_product_root(accumulators: list[torch.Tensor]) -> torch.Tensor:
     return product
 
 
+def _local_range(index: TensorIndex, spec: sharding.ShardSpec, numel_local: int) -> tuple[int, int]:
+    """The range ``[offset, offset + length)`` of the first merged dim that this rank's rows cover (the
+    cut is on the parameter's dim 0, which the first merged dim contains, so whole slices of the
+    remaining merged dims are local)."""
+    rest = spec.numel // index.dims[0] if index.dims[0] else 1
+    return spec.flat_start // rest, numel_local // rest
+
+
+def local_mode_sums(sq: torch.Tensor, index: TensorIndex, spec: sharding.ShardSpec) -> list[torch.Tensor]:
+    """This rank's part of :func:`mode_sums` of the whole tensor, from its rows ``sq`` (squares, local
+    shape); the parts of all ranks add up to the whole tensor's slice sums."""
+    offset, length = _local_range(index, spec, sq.numel())
+    head_modes, tail_modes = index.modes[0], tuple(m for split in index.modes[1:] for m in split)
+    x = sq.reshape(length, *index.dims[1:])
+    pads: list[int] = []
+    for dim, padded in zip(reversed(index.dims[1:]), reversed(index.padded_dims[1:])):
+        pads += [0, padded - dim]
+    if any(pads):
+        x = F.pad(x, pads)
+    head = x.new_zeros(index.padded_dims[0])
+    head[offset : offset + length] = x.reshape(length, math.prod(x.shape[1:])).sum(dim=1)
+    sums = mode_sums(head.reshape(head_modes))
+    if tail_modes:
+        sums += mode_sums(x.sum(dim=0).reshape(tail_modes))
+    return sums
+
+
+def local_tensor_product_root(
+    accumulators: list[torch.Tensor], index: TensorIndex, spec: sharding.ShardSpec, shape: torch.Size
+) -> torch.Tensor:
+    """This rank's rows (``shape``) of ``from_modes(tensor_product_root(accumulators))``, built for them
+    alone, multiplying the factors in the same order (so each value is the unsharded one, bit for bit)."""
+    p = len(accumulators)
+    roots = [acc.sqrt() if p == 1 else acc.pow(1 / (2 * p)) for acc in accumulators]
+    heads = len(index.modes[0])
+    head = roots[0]
+    for root in roots[1:heads]:
+        head = head.unsqueeze(-1) * root
+    offset, length = _local_range(index, spec, math.prod(shape))
+    product = head.reshape(-1)[offset : offset + length]
+    for root in roots[heads:]:
+        product = product.unsqueeze(-1) * root
+    product = product.reshape(length, *index.padded_dims[1:])
+    if index.is_padded:
+        product = product[(slice(None), *(slice(0, d) for d in index.dims[1:]))]
+    return product.reshape(shape)
+
+
 def _key(i: int) -> str:
     return f"et_sq_{i}"
 
@@ -240,17 +295,23 @@ class ExtremeTensoringSecondMoment(SecondMomentEstimator):
 
     def update(self, ps: ParamStep, group: dict) -> None:
         index = self._saved_index(ps)
-        g = to_modes(ps.grad, index)
         beta2 = group["betas"][1]
         weight = 1.0 if beta2 == 1 else 1 - beta2
-        if index.order == 1:  # one accumulator per coordinate: AdaGrad / RMSProp / Adam, rounded as torch's
-            acc = ps.load(_key(0), g.dtype)
-            if beta2 != 1:
-                acc.mul_(beta2)
-            acc.addcmul_(g, g, value=weight)
-            ps.store(_key(0), acc)
-            return
-        for i, stat in enumerate(mode_sums(g * g)):
+        if ps.shard.sharded:
+            stats = local_mode_sums(ps.grad * ps.grad, index, ps.shard)
+            sizes = [stat.numel() for stat in stats]
+            stats = ps.shard.all_reduce(torch.cat(stats)).split(sizes)  # one all-reduce for all modes
+        else:
+            g = to_modes(ps.grad, index)
+            if index.order == 1:  # one accumulator per coordinate: AdaGrad / RMSProp / Adam, rounded as torch's
+                acc = ps.load(_key(0), g.dtype)
+                if beta2 != 1:
+                    acc.mul_(beta2)
+                acc.addcmul_(g, g, value=weight)
+                ps.store(_key(0), acc)
+                return
+            stats = mode_sums(g * g)
+        for i, stat in enumerate(stats):
             acc = ps.load(_key(i), stat.dtype)
             if beta2 != 1:
                 acc.mul_(beta2)
@@ -260,7 +321,10 @@ class ExtremeTensoringSecondMoment(SecondMomentEstimator):
     def _denominator(self, ps: ParamStep, group: dict, dtype: torch.dtype) -> torch.Tensor:
         index = self._saved_index(ps)
         accs = [ps.load(_key(i), dtype) for i in range(index.order)]
-        d = from_modes(tensor_product_root(accs), index, ps.param.shape)  # a new tensor
+        if ps.shard.sharded:
+            d = local_tensor_product_root(accs, index, ps.shard, ps.param.shape)
+        else:
+            d = from_modes(tensor_product_root(accs), index, ps.param.shape)  # a new tensor
         correction = root_correction(group, ps.step)
         if correction != 1.0:
             d.div_(correction)

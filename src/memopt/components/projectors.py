@@ -16,11 +16,25 @@ orthogonal complement. Two families, following the Subset-Norm/Subspace-Momentum
 
 State written by :func:`build` into the parameter's state: ``sm_layout`` (str), and ``sm_basis``
 (``r x short``, basis projectors) or ``sm_indices`` (int64, selection projectors).
+
+On a parameter sharded on dim 0 (``spec``, :mod:`.sharding`) the projector is replicated: every rank holds
+the same basis or indices, and the functions work on the rank's rows of ``G``:
+
+* building: ``svd`` and ``randomized`` gather the full gradient (one all-gather of ``m n`` elements per
+  rebuild, every ``update_proj_gap`` steps), the shard group's first rank computes the basis and
+  broadcasts it (``r x short``); ``topk`` gathers the ``m`` row norms (layout ``rows``) or all-reduces
+  the ``n`` squared column norms (``cols``); ``uniform`` draws the same indices on every rank;
+* ``right`` and ``cols`` act within rows: no communication per step;
+* ``left`` (``P(G) = Q G``) and ``rows`` (``G[idx]``) combine rows held by several ranks: one
+  all-reduce of the ``r x n`` projection per step.
 """
 
 from __future__ import annotations
 
 import torch
+
+from memopt.components import sharding
+from memopt.components.sharding import ShardSpec
 
 BASIS_TYPES = ("svd", "randomized")
 SELECTION_TYPES = ("topk", "uniform")
@@ -83,48 +97,87 @@ def build(
     state: dict,
     generator: torch.Generator | None,
     storage_dtype: torch.dtype,
+    spec: ShardSpec | None = None,
 ) -> None:
-    """Compute a projector from the 2-D ``grad`` and write it into ``state`` (keys in the module doc)."""
-    layout = layout_for(tuple(grad.shape), proj_type)
+    """Compute a projector from the 2-D ``grad`` (this rank's rows of it under ``spec``) and write it
+    into ``state`` (keys in the module doc)."""
+    spec = spec or sharding.whole(grad.shape)
+    layout = layout_for(spec.shape, proj_type)
     state["sm_layout"] = layout
     if proj_type in BASIS_TYPES:
-        work = grad.float() if grad.dtype in (torch.float16, torch.bfloat16) else grad
-        if proj_type == "svd":
-            basis = _top_singular_vectors(work, rank, layout)
+        full = spec.gather(grad)
+        short = min(spec.shape)
+        if spec.is_source:
+            work = full.float() if full.dtype in (torch.float16, torch.bfloat16) else full
+            if proj_type == "svd":
+                basis = _top_singular_vectors(work, rank, layout)
+            else:
+                mat = work if layout == "right" else work.T  # long x short
+                basis = _randomized_right_singular_vectors(mat, rank, generator)
+            basis = basis.to(storage_dtype).contiguous()
         else:
-            mat = work if layout == "right" else work.T  # long x short
-            basis = _randomized_right_singular_vectors(mat, rank, generator)
-        state["sm_basis"] = basis.to(storage_dtype)
-    else:
-        dim = 1 if layout == "rows" else 0
-        long = grad.shape[0] if layout == "rows" else grad.shape[1]
-        if proj_type == "topk":
+            basis = torch.empty((rank, short), dtype=storage_dtype, device=grad.device)
+        state["sm_basis"] = spec.broadcast(basis)  # one basis on every rank, bit for bit
+        return
+    dim = 1 if layout == "rows" else 0
+    long = spec.shape[0] if layout == "rows" else spec.shape[1]
+    if proj_type == "topk":
+        if layout == "rows":  # whole rows are local: gather the m row norms
+            norms = spec.gather(torch.linalg.vector_norm(grad, dim=dim))
+        elif spec.sharded:  # columns run across ranks: sum the squared column norms
+            norms = spec.all_reduce((grad * grad).sum(dim=0)).sqrt_()
+        else:
             norms = torch.linalg.vector_norm(grad, dim=dim)
-            indices = torch.topk(norms, rank).indices
-        else:
-            indices = torch.randperm(long, generator=generator, device=grad.device)[:rank]
-        state["sm_indices"] = indices.to(torch.int64)
+        indices = torch.topk(norms, rank).indices
+    else:
+        indices = torch.randperm(long, generator=generator, device=grad.device)[:rank]
+    state["sm_indices"] = indices.to(torch.int64)
 
 
-def down(x: torch.Tensor, state: dict) -> torch.Tensor:
-    """``P(x)`` for a gradient-shaped ``x``."""
+def _local_rows(state: dict, spec: ShardSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """For the ``rows`` layout: which of the selected rows this rank holds (a mask over the selection) and
+    their local positions."""
+    indices = state["sm_indices"]
+    held = (indices >= spec.start) & (indices < spec.stop)
+    return held, indices[held] - spec.start
+
+
+def down(x: torch.Tensor, state: dict, spec: ShardSpec | None = None) -> torch.Tensor:
+    """``P(x)`` for a gradient-shaped ``x`` (this rank's rows of it under ``spec``); replicated for the
+    ``left`` and ``rows`` layouts, this rank's rows for ``right`` and ``cols``."""
     layout = state["sm_layout"]
+    spec = spec or sharding.whole(x.shape)
     if layout == "right":
         return x @ state["sm_basis"].to(x.dtype).T
+    if layout == "cols":
+        return x.index_select(1, state["sm_indices"])
+    if not spec.sharded:
+        if layout == "left":
+            return state["sm_basis"].to(x.dtype) @ x
+        return x.index_select(0, state["sm_indices"])
     if layout == "left":
-        return state["sm_basis"].to(x.dtype) @ x
-    return x.index_select(0 if layout == "rows" else 1, state["sm_indices"])
+        projected = state["sm_basis"][:, spec.start : spec.stop].to(x.dtype) @ x
+    else:
+        held, rows = _local_rows(state, spec)
+        projected = x.new_zeros((state["sm_indices"].numel(), x.shape[1]))
+        projected[held] = x.index_select(0, rows)
+    return spec.all_reduce(projected)
 
 
-def up(y: torch.Tensor, state: dict, shape: tuple[int, int]) -> torch.Tensor:
-    """``P*(y)``: back to a gradient-shaped tensor of ``shape``."""
+def up(y: torch.Tensor, state: dict, shape: tuple[int, int], spec: ShardSpec | None = None) -> torch.Tensor:
+    """``P*(y)``: back to a gradient-shaped tensor of ``shape`` (this rank's rows under ``spec``)."""
     layout = state["sm_layout"]
+    spec = spec or sharding.whole(shape)
     if layout == "right":
         return y @ state["sm_basis"].to(y.dtype)
     if layout == "left":
-        return state["sm_basis"].to(y.dtype).T @ y
-    dim = 0 if layout == "rows" else 1
-    return torch.zeros(shape, dtype=y.dtype, device=y.device).index_copy_(dim, state["sm_indices"], y)
+        return state["sm_basis"][:, spec.start : spec.stop].to(y.dtype).T @ y
+    if layout == "cols":
+        return torch.zeros(shape, dtype=y.dtype, device=y.device).index_copy_(1, state["sm_indices"], y)
+    if not spec.sharded:
+        return torch.zeros(shape, dtype=y.dtype, device=y.device).index_copy_(0, state["sm_indices"], y)
+    held, rows = _local_rows(state, spec)
+    return torch.zeros(shape, dtype=y.dtype, device=y.device).index_copy_(0, rows, y[held])
 
 
 def carry(momentum: torch.Tensor, old: dict, new: dict) -> torch.Tensor:

@@ -11,7 +11,10 @@ uint8 index of the code value nearest to ``x / N_b`` in a non-linear *dynamic* m
 * **unsigned map** (for non-negative states, e.g. Adam's second moment): the sign bit becomes a fraction
   bit, so decade ``i`` has ``2^(i+1)`` values; with 0 and 1: 256 values in ``[0, 1]``.
 
-Dequantization is ``x_hat = map[code] * N_b``. A block's largest positive value is stored exactly, and since 0
+Dequantization is ``x_hat = map[code] * N_b``. The blocks are those of the *whole* tensor read flat (as
+bitsandbytes cuts them); a piece of a sharded tensor is quantized in place with the maxima of the blocks
+it overlaps (``start``, ``absmax`` arguments), so sharding never changes a code (see
+:mod:`memopt.components.storage`). A block's largest positive value is stored exactly, and since 0
 is a code value, rounding to the nearest code never changes a value's sign.
 The maps and the rounding rule follow the paper's description (and bitsandbytes' documented behaviour);
 the code here is our own.
@@ -22,6 +25,8 @@ from __future__ import annotations
 import functools
 
 import torch
+
+from memopt.components import sharding
 
 DEFAULT_BLOCK_SIZE = 256
 #: tensors with fewer elements keep float32 state (they save little and are mostly biases and norms)
@@ -119,21 +124,38 @@ def num_blocks(numel: int, block_size: int = DEFAULT_BLOCK_SIZE) -> int:
     return -(-numel // block_size)
 
 
+def block_maxima(x: torch.Tensor, *, block_size: int = DEFAULT_BLOCK_SIZE, start: int = 0) -> torch.Tensor:
+    """The absolute maximum (float32) of ``x`` in each block it overlaps, ``x`` being the elements
+    ``[start, start + x.numel())`` of a flat tensor cut into blocks from element 0.
+
+    For a piece of a sharded tensor the first and last maxima are partial when a block continues on the
+    neighbouring rank; their ``MAX`` over the ranks is the whole block's maximum.
+    """
+    return sharding.flat_blocks(x.detach().reshape(-1).to(torch.float32), block_size, start)[1].abs().amax(dim=1)
+
+
 def quantize_blockwise(
-    x: torch.Tensor, *, signed: bool, block_size: int = DEFAULT_BLOCK_SIZE, out: torch.Tensor | None = None
+    x: torch.Tensor,
+    *,
+    signed: bool,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    out: torch.Tensor | None = None,
+    start: int = 0,
+    absmax: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize ``x`` to ``(codes, absmax)``: uint8 codes of ``x``'s shape and float32 block maxima.
 
-    ``out`` (uint8, ``x``'s shape) receives the codes in place when given.
+    ``out`` (uint8, ``x``'s shape) receives the codes in place when given. ``start`` places ``x`` in a
+    larger flat tensor whose blocks start at element 0 (a shard of it); ``absmax`` gives the maxima of the
+    blocks ``x`` overlaps (whole-block maxima combined across shards) instead of computing them from ``x``.
     """
     flat = x.detach().reshape(-1).to(torch.float32)
-    n = flat.numel()
-    blocks = num_blocks(n, block_size)
-    padded = torch.nn.functional.pad(flat, (0, blocks * block_size - n)).view(blocks, block_size)
-    absmax = padded.abs().amax(dim=1)
+    _, padded = sharding.flat_blocks(flat, block_size, start)
+    if absmax is None:
+        absmax = padded.abs().amax(dim=1)
     scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
     normalized = (padded / scale.unsqueeze(1)).clamp_(-1.0, 1.0)
-    codes = nearest_codes(normalized, signed).view(-1)[:n].to(torch.uint8).view(x.shape)
+    codes = sharding.unblock(nearest_codes(normalized, signed), start, flat.numel()).to(torch.uint8).view(x.shape)
     if out is not None:
         out.copy_(codes)
         codes = out
@@ -141,12 +163,15 @@ def quantize_blockwise(
 
 
 def dequantize_blockwise(
-    codes: torch.Tensor, absmax: torch.Tensor, *, signed: bool, block_size: int = DEFAULT_BLOCK_SIZE
+    codes: torch.Tensor,
+    absmax: torch.Tensor,
+    *,
+    signed: bool,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    start: int = 0,
 ) -> torch.Tensor:
-    """Float32 values of ``(codes, absmax)`` in ``codes``' shape."""
-    n = codes.numel()
+    """Float32 values of ``(codes, absmax)`` in ``codes``' shape; ``absmax`` holds the maxima of the blocks
+    ``codes`` overlaps, placed at ``start`` in a larger flat tensor (see :func:`quantize_blockwise`)."""
     values = torch.index_select(dynamic_map(signed).to(codes.device), 0, codes.reshape(-1).int())
-    blocks = num_blocks(n, block_size)
-    scaled = torch.nn.functional.pad(values, (0, blocks * block_size - n)).view(blocks, block_size)
-    scaled = scaled * absmax.unsqueeze(1)
-    return scaled.view(-1)[:n].view(codes.shape)
+    scaled = sharding.flat_blocks(values, block_size, start)[1] * absmax.unsqueeze(1)
+    return sharding.unblock(scaled, start, codes.numel()).view(codes.shape)

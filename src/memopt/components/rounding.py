@@ -19,10 +19,13 @@ _LOW_BITS = 1 << 16
 _HIGH_MASK = -_LOW_BITS  # 0xFFFF0000 as a signed 32-bit integer
 
 
-def rounding_generator(device: torch.device, index: int, step: int) -> torch.Generator:
+def rounding_generator(device: torch.device, index: int, step: int, offset: int = 0) -> torch.Generator:
     """The generator for parameter ``index`` at ``step``: seeded by both, so that the rounding is
-    reproducible and a resumed run draws exactly the noise the uninterrupted one would have drawn."""
-    return torch.Generator(device=device).manual_seed((index << 32) ^ step)
+    reproducible and a resumed run draws exactly the noise the uninterrupted one would have drawn.
+
+    ``offset`` (the first row a rank holds of a sharded parameter) gives each shard its own noise; the
+    rounding stays unbiased, but a sharded run draws other noise than an unsharded one."""
+    return torch.Generator(device=device).manual_seed(((index << 32) ^ step ^ (offset << 40)) % (1 << 63))
 
 
 def stochastic_round_to_bfloat16(

@@ -17,6 +17,15 @@ Adam's second moment, Subspace-Momentum's projected momentum):
 *Reduced* states (Subset-Norm and AdaGrad-Norm accumulators, which sum many squares and are small) are
 always held in float32, or the parameter's dtype if wider: a bfloat16 sum stops growing once it is large.
 
+Sharded parameters (:mod:`.sharding`): every state is created row-sharded like the parameter or
+replicated (``sharded=``), as a DTensor, and :func:`load` / :func:`store` work on the local piece. Which
+states are quantized is decided from the *global* element count, and the 8-bit blocks are those of the
+whole state read flat (bitsandbytes' layout, identical on any number of ranks): a row-sharded state keeps
+its codes cut like the parameter and the block maxima of the whole tensor replicated on every rank. A
+block cut by a shard boundary takes the ``MAX`` of both pieces, so each store of a sharded 8-bit state
+costs one ``all_reduce(MAX)`` of ``ceil(numel / block)`` float32 maxima, and its codes equal the
+unsharded ones bit for bit.
+
 Computation always runs in :func:`compute_dtype` of the parameter: float32 for 16-bit parameters, the
 parameter's own dtype otherwise.
 """
@@ -24,10 +33,11 @@ parameter's own dtype otherwise.
 from __future__ import annotations
 
 import math
+from collections.abc import MutableMapping
 
 import torch
 
-from memopt.components import quantization
+from memopt.components import quantization, sharding
 from memopt.components.rounding import stochastic_round_to_bfloat16
 
 STORAGE_CHOICES = ("default", "float32", "bfloat16", "8bit")
@@ -44,13 +54,14 @@ def reduced_dtype(param: torch.Tensor) -> torch.dtype:
     return compute_dtype(param)
 
 
-def zeros_reduced(param: torch.Tensor, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """A zero accumulator for sums over entries of ``param``, stored in :func:`reduced_dtype`."""
-    return torch.zeros(shape, dtype=reduced_dtype(param), device=param.device)
+def zeros_reduced(param: torch.Tensor, shape: torch.Size | tuple[int, ...], *, sharded: bool = False) -> torch.Tensor:
+    """A zero accumulator for sums over entries of ``param``, stored in :func:`reduced_dtype`;
+    ``sharded=True`` when its dim 0 runs over the parameter's rows (else it is replicated)."""
+    return sharding.zeros(param, shape, reduced_dtype(param), sharded=sharded)
 
 
 def create(
-    state: dict,
+    state: MutableMapping,
     key: str,
     param: torch.Tensor,
     group: dict,
@@ -58,63 +69,98 @@ def create(
     *,
     non_negative: bool = False,
     fill: float = 0.0,
+    sharded: bool | None = None,
 ) -> None:
-    """Create the elementwise state ``key`` of ``shape`` (default: the parameter's), filled with ``fill``,
-    stored as the group's ``state_storage`` asks."""
+    """Create the elementwise state ``key`` of global ``shape`` (default: the parameter's), filled with
+    ``fill``, stored as the group's ``state_storage`` asks. ``sharded``: whether its dim 0 runs over the
+    parameter's rows (default: exactly when it has the parameter's shape)."""
     shape = tuple(param.shape if shape is None else shape)
+    if sharded is None:
+        sharded = shape == tuple(param.shape)
     storage = group.get("state_storage", "default")
-    numel = math.prod(shape)
+    numel = math.prod(shape)  # the global count: sharding never changes which states are quantized
     if storage == "8bit" and numel >= quantization.MIN_QUANTIZED_NUMEL:
         block = group.get("quant_block_size", quantization.DEFAULT_BLOCK_SIZE)
         signed = not non_negative
         zero_code = int(torch.searchsorted(quantization.dynamic_map(signed), 0.0))
-        state[key] = torch.full(shape, zero_code, dtype=torch.uint8, device=param.device)
-        state[key + "_absmax"] = torch.zeros(quantization.num_blocks(numel, block), device=param.device)
+        state[key] = sharding.zeros(param, shape, torch.uint8, sharded=sharded, fill=zero_code)
+        state[key + "_absmax"] = sharding.zeros(
+            param, (quantization.num_blocks(numel, block),), torch.float32, sharded=False
+        )
         state[key + "_qmap"] = f"{'signed' if signed else 'unsigned'}/{block}"
         if fill != 0 and param.device.type != "meta":
-            store(state, key, torch.full(shape, fill, dtype=torch.float32, device=param.device))
+            piece = sharding.local(state[key]).shape
+            store(state, key, torch.full(piece, fill, dtype=torch.float32, device=param.device))
         return
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(storage, param.dtype)
     if storage == "8bit":
         dtype = torch.float32
-    state[key] = torch.full(shape, fill, dtype=dtype, device=param.device)
+    state[key] = sharding.zeros(param, shape, dtype, sharded=sharded, fill=fill)
 
 
-def _quant_format(state: dict, key: str) -> tuple[bool, int]:
+def _quant_format(state: MutableMapping, key: str) -> tuple[bool, int]:
     kind, block = state[key + "_qmap"].split("/")
     return kind == "signed", int(block)
 
 
-def load(state: dict, key: str, dtype: torch.dtype, fresh: dict | None = None) -> torch.Tensor:
-    """The state ``key`` as a ``dtype`` tensor; the stored tensor itself when no conversion is needed.
+def load(state: MutableMapping, key: str, dtype: torch.dtype, fresh: dict | None = None) -> torch.Tensor:
+    """The state ``key`` (its local piece) as a ``dtype`` tensor; the stored tensor itself when no
+    conversion is needed.
 
     With ``fresh`` (a step's cache filled by :func:`store`), a value stored earlier in the same step is
     returned exactly as computed, before any rounding to its storage format.
     """
     if fresh is not None and key in fresh:
         return fresh[key]
-    stored = state[key]
+    stored = sharding.local(state[key])
     if stored.dtype == torch.uint8:
         signed, block = _quant_format(state, key)
-        return quantization.dequantize_blockwise(stored, state[key + "_absmax"], signed=signed, block_size=block).to(
-            dtype
-        )
+        absmax, start = _local_maxima(state, key, stored, block)
+        values = quantization.dequantize_blockwise(stored, absmax, signed=signed, block_size=block, start=start)
+        return values.to(dtype)
     return stored if stored.dtype == dtype else stored.to(dtype)
 
 
+def _local_maxima(state: MutableMapping, key: str, codes: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
+    """The stored maxima of the blocks the local codes overlap, and the codes' flat position."""
+    absmax = sharding.local(state[key + "_absmax"])
+    spec = sharding.state_spec(state, key)
+    if not spec.sharded:
+        return absmax, 0
+    start = spec.flat_start
+    first = start // block
+    count = quantization.num_blocks(start % block + codes.numel(), block) if codes.numel() else 0
+    return absmax[first : first + count], start
+
+
 def store(
-    state: dict, key: str, value: torch.Tensor, fresh: dict | None = None, rounding: torch.Generator | None = None
+    state: MutableMapping,
+    key: str,
+    value: torch.Tensor,
+    fresh: dict | None = None,
+    rounding: torch.Generator | None = None,
 ) -> None:
     """Write ``value`` back into the state ``key`` (a no-op when ``load`` returned the stored tensor), and
     keep it in ``fresh`` for the rest of the step. With a ``rounding`` generator, a bfloat16 state is
     rounded stochastically (:mod:`.rounding`) instead of to nearest."""
     if fresh is not None:
         fresh[key] = value
-    stored = state[key]
+    stored = sharding.local(state[key])
     if stored.dtype == torch.uint8:
         signed, block = _quant_format(state, key)
-        _, absmax = quantization.quantize_blockwise(value, signed=signed, block_size=block, out=stored)
-        state[key + "_absmax"].copy_(absmax)
+        spec = sharding.state_spec(state, key)
+        full_absmax = sharding.local(state[key + "_absmax"])
+        if not spec.sharded:
+            _, absmax = quantization.quantize_blockwise(value, signed=signed, block_size=block, out=stored)
+            full_absmax.copy_(absmax)
+            return
+        start = spec.flat_start
+        maxima = quantization.block_maxima(value, block_size=block, start=start)
+        first = start // block
+        full_absmax.zero_()[first : first + maxima.numel()] = maxima
+        spec.all_reduce(full_absmax, op=sharding.MAX)  # whole-block maxima of blocks cut by a shard boundary
+        absmax = full_absmax[first : first + maxima.numel()]
+        quantization.quantize_blockwise(value, signed=signed, block_size=block, out=stored, start=start, absmax=absmax)
     elif rounding is not None and stored.dtype == torch.bfloat16 and value.dtype != torch.bfloat16:
         stochastic_round_to_bfloat16(value, rounding, out=stored)
     elif value is not stored:

@@ -20,6 +20,16 @@ Partitions (``subset_size``), each a view ``(a, b)`` of the parameter summed ove
   ``numel`` that is ``<= k`` (a ``k`` above ``numel`` is clamped to ``numel``, which is AdaGrad-Norm).
 * a negative ``-c``: ``k = max(1, floor(sqrt(numel) / c))`` then the divisor rule (``-2`` gives ``d/2``
   on a ``d x d`` matrix).
+
+The partition is decided from the parameter's global shape. On a parameter sharded on dim 0 (FSDP2):
+
+* one accumulator per row (heuristics on a tall matrix, or per coordinate of a 1-d tensor): the
+  accumulators are row-sharded like the parameter and every rank updates its own, with no communication;
+* one accumulator per column (heuristics on a wide matrix): each rank sums its rows, and one all-reduce
+  of ``n`` floats per step combines the column sums into the replicated ``(1, n)`` accumulators;
+* contiguous subsets of ``k'`` elements (integer ``subset_size``), which may cross a shard boundary: each
+  rank sums the parts of the subsets it holds, and one all-reduce of ``numel / k'`` floats per step
+  combines them into the replicated accumulators.
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import warnings
 
 import torch
 
-from memopt.components import storage
+from memopt.components import sharding, storage
 from memopt.components.base import ParamStep, SecondMomentEstimator
 from memopt.components.second_moment import accumulate, check_accumulation, denominator
 
@@ -72,6 +82,11 @@ def effective_subset_size(shape: tuple[int, ...], subset_size: int | str) -> int
     return b if reduce_dim == 1 else a
 
 
+def _rows(x: torch.Tensor, b: int) -> int:
+    """Rows of ``x`` viewed with ``b`` columns (the local rows of a sharded parameter's partition view)."""
+    return x.numel() // b if b else 0
+
+
 class SubsetNormSecondMoment(SecondMomentEstimator):
     """Subset-Norm accumulators (see the module docstring); hyperparameter ``subset_size``."""
 
@@ -98,45 +113,78 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
             )
 
     @staticmethod
-    def _partition(param: torch.Tensor, group: dict) -> tuple[tuple[int, int], int]:
-        return subset_partition(tuple(param.shape), group["subset_size"])
+    def _partition(shape: tuple[int, ...], group: dict) -> tuple[tuple[int, int], int]:
+        return subset_partition(tuple(shape), group["subset_size"])
+
+    @staticmethod
+    def _row_aligned(shape: tuple[int, ...], group: dict) -> bool:
+        """Whether every accumulator belongs to one dim-0 index (so it is row-sharded with the parameter)."""
+        return group["subset_size"] == HEURISTICS and subset_partition(tuple(shape), HEURISTICS)[1] == 1
 
     def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        (a, b), reduce_dim = self._partition(param, group)
-        state["subset_sq"] = storage.zeros_reduced(param, (a, 1) if reduce_dim == 1 else (1, b))
+        (a, b), reduce_dim = self._partition(param.shape, group)
+        shape = (a, 1) if reduce_dim == 1 else (1, b)
+        state["subset_sq"] = storage.zeros_reduced(param, shape, sharded=self._row_aligned(param.shape, group))
 
     def state_shapes(self, param, state, group):
-        (a, b), reduce_dim = self._partition(param, group)
+        (a, b), reduce_dim = self._partition(param.shape, group)
         return {"subset_sq": (a, 1) if reduce_dim == 1 else (1, b)}
 
+    def _chunked(self, ps: ParamStep, group: dict) -> bool:
+        """Contiguous subsets of a sharded parameter: a subset may continue on the next rank."""
+        return ps.shard.sharded and not self._row_aligned(ps.shape, group) and self._partition(ps.shape, group)[1] == 1
+
+    def _statistic(self, ps: ParamStep, group: dict, *, fast: bool) -> torch.Tensor:
+        """This step's subset sums of squared gradients for the accumulators this rank keeps."""
+        (a, b), reduce_dim = self._partition(ps.shape, group)
+        spec = ps.shard
+        if self._chunked(ps, group):
+            first, chunks = sharding.flat_blocks(ps.grad.reshape(-1), b, spec.flat_start)
+            stat = chunks.new_zeros((a, 1))
+            stat[first : first + chunks.shape[0]] = (chunks * chunks).sum(dim=1, keepdim=True)
+            return spec.all_reduce(stat)
+        g = ps.grad.reshape(_rows(ps.grad, b), b)  # (a, b), or this rank's rows of it
+        if reduce_dim == 1:
+            if fast:  # a row norm reads g once (the fastest CPU reduction measured, see docs/benchmarks.md)
+                return torch.linalg.vector_norm(g, dim=1, keepdim=True).square_()
+            return (g * g).sum(dim=1, keepdim=True)
+        if fast:  # column sums of squares as a matrix-vector product (a strided norm over dim 0 is ~6x slower)
+            stat = torch.mv((g * g).T, torch.ones(g.shape[0], dtype=g.dtype, device=g.device)).unsqueeze(0)
+        else:
+            stat = (g * g).sum(dim=0, keepdim=True)
+        return spec.all_reduce(stat)  # column sums over rows that other ranks hold too
+
     def update(self, ps: ParamStep, group: dict) -> None:
-        view, reduce_dim = self._partition(ps.param, group)
-        g = ps.grad.reshape(view)
-        acc = ps.load("subset_sq", g.dtype)
-        accumulate(acc, (g * g).sum(dim=reduce_dim, keepdim=True), group["betas"][1])
+        acc = ps.load("subset_sq", ps.grad.dtype)
+        accumulate(acc, self._statistic(ps, group, fast=False), group["betas"][1])
         ps.store("subset_sq", acc)
 
+    def _elementwise_denominator(self, denom: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
+        """A chunked parameter's denominators spread over its local elements (flat)."""
+        b = self._partition(ps.shape, group)[0][1]
+        n, start = ps.grad.numel(), ps.shard.flat_start
+        first, count = start // b, (-(-(start % b + n) // b) if n else 0)
+        return sharding.unblock(denom[first : first + count].expand(count, b), start, n)
+
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
-        view, _ = self._partition(ps.param, group)
-        acc = ps.load("subset_sq", numerator.dtype)
-        return (numerator.reshape(view) / denominator(acc, group, ps.step)).reshape(numerator.shape)
+        b = self._partition(ps.shape, group)[0][1]
+        denom = denominator(ps.load("subset_sq", numerator.dtype), group, ps.step)
+        if self._chunked(ps, group):
+            return (numerator.reshape(-1) / self._elementwise_denominator(denom, ps, group)).reshape(numerator.shape)
+        return (numerator.reshape(_rows(numerator, b), b) / denom).reshape(numerator.shape)
 
     def update_many(self, steps: list[ParamStep], group: dict) -> None:
         beta2 = group["betas"][1]
         for ps in steps:
-            view, reduce_dim = self._partition(ps.param, group)
-            g = ps.grad.reshape(view)
-            # The fastest CPU reductions measured (see docs/benchmarks.md): a row norm reads g once; column
-            # sums of squares go through a matrix-vector product (a strided norm over dim 0 is ~6x slower).
-            if reduce_dim == 1:
-                stat = torch.linalg.vector_norm(g, dim=1, keepdim=True).square_()
-            else:
-                ones = torch.ones(g.shape[0], dtype=g.dtype, device=g.device)
-                stat = torch.mv((g * g).T, ones).unsqueeze(0)
-            accumulate(ps.state["subset_sq"], stat, beta2)
+            accumulate(ps.state["subset_sq"], self._statistic(ps, group, fast=True), beta2)
 
     def apply_many(self, steps, numerators, step_sizes, group) -> None:
         for ps, num, step_size in zip(steps, numerators, step_sizes):
-            view, _ = self._partition(ps.param, group)
             denom = denominator(ps.state["subset_sq"], group, ps.step)
-            ps.work.view(view).addcdiv_(num.reshape(view), denom, value=-step_size)
+            if self._chunked(ps, group):
+                denom = self._elementwise_denominator(denom, ps, group)
+                ps.work.view(-1).addcdiv_(num.reshape(-1), denom, value=-step_size)
+            else:
+                b = self._partition(ps.shape, group)[0][1]
+                rows = _rows(num, b)
+                ps.work.view(rows, b).addcdiv_(num.reshape(rows, b), denom, value=-step_size)

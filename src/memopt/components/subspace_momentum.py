@@ -16,6 +16,12 @@ What happens to ``M`` at a rebuild is the explicit ``proj_policy``:
 * ``"transform"``: ``M`` is carried into the new subspace (:func:`.projectors.carry`).
 
 Bias correction ``1 - beta1^t`` uses the parameter's global step, not the steps since the rebuild.
+
+On a parameter sharded on dim 0 (FSDP2) the projector is computed from the **full** gradient: it is
+gathered at each rebuild (one all-gather of the ``m x n`` gradient every ``update_proj_gap`` steps) and
+the basis computed once and broadcast, so every rank holds the same, replicated projector (see
+:mod:`.projectors` for the per-layout communication). The momentum is row-sharded when its rows are the
+parameter's (tall matrices with a basis, wide ones with selected columns) and replicated otherwise.
 Hyperparameters: ``rank`` (``None``: plain EMA momentum for the group), ``update_proj_gap``, ``proj_type``
 (``"svd"``, ``"randomized"``, ``"topk"``, ``"uniform"``), ``proj_policy``, ``proj_seed`` (random projectors
 draw from a generator seeded by it, the parameter's position in the optimizer and the step).
@@ -27,7 +33,7 @@ import warnings
 
 import torch
 
-from memopt.components import projectors, storage
+from memopt.components import projectors, sharding, storage
 from memopt.components.base import MomentumEstimator, ParamStep
 from memopt.components.momentum import ema_bias_correction
 from memopt.optim.validation import check_choice, check_positive_int
@@ -81,9 +87,18 @@ class SubspaceMomentum(MomentumEstimator):
 
     def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
         shape = tuple(param.shape)
+        rank = effective_rank(shape, group)
         layout = projectors.layout_for(shape, group["proj_type"])
-        momentum_shape = projectors.projected_shape(shape, effective_rank(shape, group), layout)
-        storage.create(state, "sm_exp_avg", param, group, momentum_shape)
+        momentum_shape = projectors.projected_shape(shape, rank, layout)
+        # the momentum's rows are the parameter's for right (m x r) and cols (m x r) layouts
+        storage.create(state, "sm_exp_avg", param, group, momentum_shape, sharded=layout in ("right", "cols"))
+        # the projector (replicated), built from the first gradient; created here so that the state lists
+        # every entry from the start (a template for loading a checkpoint)
+        state["sm_layout"] = layout
+        if group["proj_type"] in projectors.BASIS_TYPES:
+            state["sm_basis"] = sharding.zeros(param, (rank, min(shape)), param.dtype, sharded=False)
+        else:
+            state["sm_indices"] = sharding.zeros(param, (rank,), torch.int64, sharded=False)
 
     def state_shapes(self, param, state, group):
         shape = tuple(param.shape)
@@ -101,14 +116,14 @@ class SubspaceMomentum(MomentumEstimator):
 
     def _refresh(self, ps: ParamStep, group: dict, momentum: torch.Tensor) -> None:
         state = ps.state
-        had_projector = "sm_layout" in state
+        had_projector = ps.step > 1
         old = {k: state[k] for k in ("sm_layout", "sm_basis", "sm_indices") if k in state}
         generator = None
         if group["proj_type"] in projectors.RANDOM_TYPES:
             generator = torch.Generator(device=ps.grad.device)
             generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
-        rank = effective_rank(tuple(ps.grad.shape), group)
-        projectors.build(ps.grad, group["proj_type"], rank, state, generator, ps.param.dtype)
+        rank = effective_rank(ps.shape, group)
+        projectors.build(ps.grad, group["proj_type"], rank, state, generator, ps.param.dtype, ps.shard)
         if not had_projector:
             return
         policy = group["proj_policy"]
@@ -120,12 +135,12 @@ class SubspaceMomentum(MomentumEstimator):
     def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
         g = ps.grad
         momentum = ps.load("sm_exp_avg", g.dtype)
-        if "sm_layout" not in ps.state or ps.step % group["update_proj_gap"] == 0:
+        if ps.step == 1 or ps.step % group["update_proj_gap"] == 0:
             self._refresh(ps, group, momentum)
-        projected = projectors.down(g, ps.state)
+        projected = projectors.down(g, ps.state, ps.shard)
         momentum.lerp_(projected, 1 - group["betas"][0])
         ps.store("sm_exp_avg", momentum)
-        return g + projectors.up(momentum - projected, ps.state, tuple(g.shape))
+        return g + projectors.up(momentum - projected, ps.state, tuple(g.shape), ps.shard)
 
     def bias_correction(self, group: dict, step: int) -> float:
         return ema_bias_correction(group, step)

@@ -4,8 +4,9 @@ What is counted, for every entry of ``optimizer.state``: each tensor's ``numel *
 shared by several state entries is counted once), 8 bytes for a Python int or float (a ``step``
 counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). A tensor subclass that
 wraps other tensors (a DTensor, torchao's 8-bit states) counts the tensors it wraps: for a DTensor, this
-rank's shard. Parameters, gradients and temporaries of the step are not optimizer state and are not
-counted here (see the memory planner).
+rank's shard; :func:`state_bytes_per_rank` gathers the count of every rank of a distributed run.
+Parameters, gradients and temporaries of the step are not optimizer state and are not counted here (see
+the memory planner).
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 
 def _value_bytes(value: Any, seen: set[tuple[int, int]]) -> int:
+    if isinstance(value, DTensor):  # this rank's shard (its flatten protocol also lists the device mesh)
+        return _value_bytes(value.to_local(), seen)
     if torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
         # a wrapper subclass (DTensor, torchao's quantized states): count the tensors it holds, e.g. the
         # local shard of a DTensor or the codes and scales of an 8-bit state
@@ -51,6 +56,20 @@ def state_bytes(optimizer: Optimizer) -> int:
     """The exact number of bytes held by ``optimizer``'s state (see the module docstring)."""
     seen: set[tuple[int, int]] = set()
     return sum(_value_bytes(state, seen) for state in optimizer.state.values())
+
+
+def state_bytes_per_rank(optimizer: Optimizer, group: dist.ProcessGroup | None = None) -> list[int]:
+    """:func:`state_bytes` of every rank of ``group`` (default: all), in rank order (a collective: every
+    rank calls it). Their sum is what the state occupies over all processes, replicated states (a
+    projector basis, block maxima) counted on every rank that holds them. One process: ``[state_bytes]``."""
+    own = state_bytes(optimizer)
+    if not dist.is_initialized():
+        return [own]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else None
+    mine = torch.tensor([own], dtype=torch.int64, device=device)
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(every, mine, group=group)
+    return [int(t.item()) for t in every]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,12 @@ reuses the project's validators and computes in float32 for 16-bit parameters, k
 (factored statistics, second moment, momentum) in float32 there, as ``transformers`` does. The parameter
 RMS that ``transformers`` records in its state is recomputed each step instead of stored, and
 ``param_groups[i]["lr"]`` is never modified (``lr`` stays ``None`` with ``relative_step=True``).
+
+Sharded parameters (FSDP2, dim 0 cut across ranks; :mod:`memopt.components.sharding`): the row statistics
+``R`` (and for 3+ dims also ``C``, whose dim 0 is then the parameter's) are row-sharded and updated
+locally; for a matrix the column statistics ``C`` (a mean over the rows) are replicated, from one
+all-reduce of ``n`` floats per step, and ``mean(R)``, ``RMS(U)`` and ``RMS(theta)`` each take one
+all-reduce of a float.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from typing import Any
 
 import torch
 
-from memopt.components import storage
+from memopt.components import sharding, storage
+from memopt.components.sharding import ShardSpec
 from memopt.optim.base import MemoptBase, param_name
 from memopt.optim.baselines import Params
 from memopt.optim.validation import check_fraction, check_non_negative, check_positive
@@ -55,9 +62,12 @@ def decay_coefficient(step: int, decay_rate: float) -> float:
     return 1.0 - math.pow(step, decay_rate)
 
 
-def rms(x: torch.Tensor) -> torch.Tensor:
-    """Root mean square ``||x||_2 / sqrt(numel)`` as a 0-d tensor (no host synchronization)."""
-    return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
+def rms(x: torch.Tensor, spec: ShardSpec | None = None) -> torch.Tensor:
+    """Root mean square ``||x||_2 / sqrt(numel)`` as a 0-d tensor (no host synchronization); of the whole
+    tensor when ``x`` is this rank's piece under ``spec``."""
+    if spec is None or not spec.sharded:
+        return torch.linalg.vector_norm(x) / math.sqrt(x.numel())
+    return sharding.sum_of_squares(x, spec).sqrt() / math.sqrt(spec.numel)
 
 
 def is_factored(param: torch.Tensor) -> bool:
@@ -77,16 +87,20 @@ def state_shapes(param: torch.Tensor, group: dict) -> dict[str, tuple[int, ...]]
     return shapes
 
 
-def factored_update(grad: torch.Tensor, state: dict, beta: float, eps1: float) -> torch.Tensor:
-    """Update the row/column statistics with ``S = g^2 + eps1`` and return ``g / sqrt(V_hat)``."""
+def factored_update(
+    grad: torch.Tensor, state: dict, beta: float, eps1: float, spec: ShardSpec | None = None
+) -> torch.Tensor:
+    """Update the row/column statistics with ``S = g^2 + eps1`` and return ``g / sqrt(V_hat)`` (for this
+    rank's rows ``grad`` under ``spec``)."""
+    spec = spec or sharding.whole(grad.shape)
     sq = grad.square().add_(eps1)
     row = storage.load(state, "exp_avg_sq_row", grad.dtype)
     col = storage.load(state, "exp_avg_sq_col", grad.dtype)
     row.mul_(beta).add_(sq.mean(dim=-1), alpha=1 - beta)
-    col.mul_(beta).add_(sq.mean(dim=-2), alpha=1 - beta)
+    col.mul_(beta).add_(sharding.mean(sq, -2, spec), alpha=1 - beta)  # over the rows: all ranks' for a matrix
     storage.store(state, "exp_avg_sq_row", row)
     storage.store(state, "exp_avg_sq_col", col)
-    row_factor = (row / row.mean(dim=-1, keepdim=True)).rsqrt_().unsqueeze(-1)
+    row_factor = (row / sharding.mean(row, -1, spec, keepdim=True)).rsqrt_().unsqueeze(-1)
     col_factor = col.unsqueeze(-2).rsqrt()
     return (row_factor * col_factor).mul_(grad)
 
@@ -198,7 +212,15 @@ class Adafactor(MemoptBase):
     def _init_state(param: torch.Tensor, state: dict, group: dict) -> None:
         state["step"] = 0
         for key, shape in state_shapes(param, group).items():
-            state[key] = storage.zeros_reduced(param, shape)
+            # every state's dim 0 is the parameter's, except a matrix's column statistics
+            sharded = not (key == "exp_avg_sq_col" and param.dim() == 2)
+            state[key] = storage.zeros_reduced(param, shape, sharded=sharded)
+
+    def prepare_state(self) -> None:
+        for group in self.param_groups:
+            for param in group["params"]:
+                if "step" not in self.state[param]:
+                    self._init_state(param, self.state[param], group)
 
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         expected: dict[str, tuple[int, ...] | None] = {"step": None, **state_shapes(param, group)}
@@ -216,6 +238,9 @@ class Adafactor(MemoptBase):
                     f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(state[key].shape)}, "
                     f"expected {shape}.{_HINT}"
                 )
+        template: dict = {}
+        self._init_state(param.detach().to("meta"), template, group)
+        sharding.check_loaded_layout(template, state, name)
 
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -232,12 +257,12 @@ class Adafactor(MemoptBase):
                 self._update(param, group, param_name(group, group_index, position, param))
         return loss
 
-    def _step_size(self, work: torch.Tensor, group: dict, step: int) -> torch.Tensor | float:
+    def _step_size(self, work: torch.Tensor, group: dict, step: int, spec: ShardSpec) -> torch.Tensor | float:
         """``alpha_t`` (a 0-d tensor when it depends on the parameter's RMS)."""
         rho = relative_step_size(step, warmup_init=group["warmup_init"]) if group["relative_step"] else group["lr"]
         if not group["scale_parameter"]:
             return rho
-        return rms(work).clamp(min=group["eps"][1]) * rho
+        return rms(work, spec).clamp(min=group["eps"][1]) * rho
 
     def _update(self, param: torch.Tensor, group: dict, name: str) -> None:
         grad = param.grad
@@ -246,22 +271,26 @@ class Adafactor(MemoptBase):
                 f"{name} has a sparse gradient; Adafactor needs dense gradients. Use nn.Embedding(sparse=False), "
                 "or torch.optim.SparseAdam for that parameter."
             )
+        spec = sharding.spec_of(param)  # a sharded parameter is updated through its local piece
         cdtype = storage.compute_dtype(param)
-        grad = grad.to(cdtype).contiguous()
+        grad = sharding.local(grad).to(cdtype).contiguous()
         if group["maximize"]:
             grad = -grad
-        state = self.state[param]
-        if "step" not in state:
-            self._init_state(param, state, group)
-        state["step"] += 1
+        if "step" not in self.state[param]:
+            self._init_state(param, self.state[param], group)
+        self.state[param]["step"] += 1
+        state = sharding.local_state(param, self.state[param])
         step = state["step"]
-        work = param if param.dtype == cdtype else param.to(cdtype)
-        alpha = self._step_size(work, group, step)
+        piece = sharding.local(param)
+        work = piece if piece.dtype == cdtype else piece.to(cdtype)
+        alpha = self._step_size(work, group, step, spec)
         beta = decay_coefficient(step, group["decay_rate"])
         eps1 = group["eps"][0]
-        second_moment = factored_update if is_factored(param) else full_update
-        update = second_moment(grad, state, beta, eps1)
-        update.div_((rms(update) / group["clip_threshold"]).clamp_(min=1.0))
+        if is_factored(param):
+            update = factored_update(grad, state, beta, eps1, spec)
+        else:
+            update = full_update(grad, state, beta, eps1)
+        update.div_((rms(update, spec) / group["clip_threshold"]).clamp_(min=1.0))
         update.mul_(alpha)
         beta1 = group["beta1"]
         if beta1 is not None:
@@ -276,5 +305,5 @@ class Adafactor(MemoptBase):
             else:
                 work.add_(work, alpha=-wd * alpha)
         work.sub_(update)
-        if work is not param:
-            param.copy_(work)
+        if work is not piece:
+            piece.copy_(work)

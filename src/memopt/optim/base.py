@@ -6,6 +6,9 @@
   parameters) or its position and shape.
 * ``load_state_dict`` keeps every state tensor's dtype exactly as saved and checks the state against what
   the optimizer would create for that parameter.
+* Parameters may be DTensors sharded on dim 0 (FSDP2); their state is then held as DTensors, and
+  ``prepare_state`` creates all of it without stepping, as the template that
+  ``torch.distributed.checkpoint`` loads into (:mod:`memopt.components.sharding`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 import torch
 from torch.optim import Optimizer
+
+from memopt.components import sharding
 
 
 def param_name(group: dict, group_index: int, position: int, param: torch.Tensor) -> str:
@@ -49,6 +54,7 @@ class MemoptBase(Optimizer):
     def _validate_group(self, group: dict, group_index: int) -> None:
         """Raise ``ValueError`` naming the hyperparameter or parameter if ``group`` is invalid."""
         for position, param in enumerate(group["params"]):
+            sharding.check_param(param, param_name(group, group_index, position, param))
             if param.is_complex():
                 raise ValueError(
                     f"{param_name(group, group_index, position, param)} is complex; memopt optimizers handle real "
@@ -57,6 +63,12 @@ class MemoptBase(Optimizer):
 
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         """Raise ``ValueError`` if ``state`` could not have been created by this optimizer for ``param``."""
+
+    def prepare_state(self) -> None:
+        """Create every parameter's state (zero tensors, step counters at 0) without stepping, so that
+        ``state_dict()`` lists every entry a checkpoint of this optimizer holds: the template that
+        ``torch.distributed.checkpoint.load`` fills in place. Parameters that already have state keep it."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement prepare_state()")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``state_dict()``, keeping every state tensor's dtype exactly as saved.

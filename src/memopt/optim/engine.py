@@ -19,6 +19,9 @@ their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two 
   state has their dtype: in-place updates, ``torch._foreach_*`` over the group, and the final combine fused
   into one ``addcdiv_``; groups that are exactly Adam/AdamW go to torch's fused Adam kernel
   (:mod:`memopt.optim.fused`). Tests hold it equal to the reference path.
+
+Sharded parameters (FSDP2 DTensors) go through the same paths on their local pieces; their state is held
+as DTensors and the estimators combine partial results across the shard group (:mod:`memopt.components.sharding`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 import torch
 
-from memopt.components import storage
+from memopt.components import sharding, storage
 from memopt.components.adagrad_norm import AdaGradNormSecondMoment
 from memopt.components.base import MomentumEstimator, ParamStep, SecondMomentEstimator
 from memopt.components.extreme_tensoring import ExtremeTensoringSecondMoment
@@ -144,6 +147,17 @@ class MemoptOptimizer(MemoptBase):
         if group["update_momentum"] > 0:
             storage.create(state, "update_buffer", param, group)
 
+    def prepare_state(self) -> None:
+        """Create every parameter's state as its first step would, without stepping (``step`` 0, zero
+        tensors), e.g. as the template that ``torch.distributed.checkpoint.load`` fills in place."""
+        for group in self.param_groups:
+            for param in group["params"]:
+                if "step" not in self.state[param]:
+                    self._init_state(param, self.state[param], group)
+            if group["params"]:
+                first = group["params"][0]
+                resolve_estimators(group)[1].init_group_state(first, self.state[first], group)
+
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         """Reject state that this group's estimators would not have created for ``param``."""
         momentum, second = resolve_estimators(group)
@@ -171,6 +185,7 @@ class MemoptOptimizer(MemoptBase):
                     f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(value.shape)}, "
                     f"expected {shape}.{hint}"
                 )
+        sharding.check_loaded_layout(fresh, state, name)
 
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -194,7 +209,8 @@ class MemoptOptimizer(MemoptBase):
         kernel: list[ParamStep] = []
         fast: list[ParamStep] = []
         reference: list[ParamStep] = []
-        group_state = self.state[group["params"][0]] if group["params"] else {}
+        first = group["params"][0] if group["params"] else None
+        group_state = sharding.local_state(first, self.state[first]) if first is not None else {}
         for position, param in enumerate(group["params"]):
             if param.grad is None:
                 continue
@@ -205,23 +221,30 @@ class MemoptOptimizer(MemoptBase):
                     f"{name} has a sparse gradient; memopt optimizers need dense gradients. Use "
                     "nn.Embedding(sparse=False), or torch.optim.SparseAdam for that parameter."
                 )
+            # a sharded parameter is updated through its local piece (sharing storage with the DTensor)
+            shard = sharding.spec_of(param)
+            grad = sharding.local(grad)
             if not grad.is_contiguous():
                 # one canonical memory order, so that reductions and matmuls (and hence results) do not
                 # depend on the gradient's strides
                 grad = grad.contiguous()
-            state = self.state[param]
-            if "step" not in state:
-                self._init_state(param, state, group)
-            state["step"] += 1
-            eligible = use_fast and self._fast_eligible(param, state)
-            cdtype = storage.compute_dtype(param)
+            if "step" not in self.state[param]:
+                self._init_state(param, self.state[param], group)
+            self.state[param]["step"] += 1
+            state = sharding.local_state(param, self.state[param])
+            piece = sharding.local(param)
+            eligible = use_fast and self._fast_eligible(piece, state)
+            cdtype = storage.compute_dtype(piece)
             if not eligible:
                 grad = grad.to(cdtype)
-            work = param if param.dtype == cdtype else param.to(cdtype)
-            ps = ParamStep(param, work, grad, state, state["step"], first_index + position, name, group_state)
+            work = piece if piece.dtype == cdtype else piece.to(cdtype)
+            ps = ParamStep(
+                piece, work, grad, state, state["step"], first_index + position, name, group_state, shard=shard
+            )
             if group["stochastic_rounding"]:
-                ps.rounding = rounding_generator(param.device, ps.index, ps.step)
-            if use_kernel and adamw8bit.eligible(param, grad, state):
+                ps.rounding = rounding_generator(piece.device, ps.index, ps.step, shard.start)
+            # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors only
+            if use_kernel and not shard.sharded and adamw8bit.eligible(piece, grad, state):
                 kernel.append(ps)
             else:
                 (fast if eligible else reference).append(ps)

@@ -64,6 +64,8 @@ class TrainConfig:
         dtype: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"`` (bf16 on a GPU that supports it, else fp32).
         activation_checkpointing: recompute activations in backward to save memory.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        parallel: under ``torchrun``, ``"fsdp"`` (FSDP2, one unit per transformer block) or ``"ddp"``;
+            ignored in a single process (see :mod:`memopt.train.distributed`).
         max_steps, max_tokens, max_time: limits; the run stops at the first reached. Without max_steps and
             max_tokens the recipe's (or 200) steps are used. ``max_time`` is in seconds of wall time.
         schedule_steps: the schedule's length (default: the step limit). Set it to stop a run early and
@@ -101,6 +103,7 @@ class TrainConfig:
     dtype: str = "auto"
     activation_checkpointing: bool = False
     device: str = "auto"
+    parallel: str = "fsdp"
     max_steps: int | None = None
     max_tokens: int | None = None
     max_time: float | None = None
@@ -183,6 +186,8 @@ class TrainConfig:
             raise ConfigError(f"--clip {self.clip}: must be positive, or 0 to disable clipping.")
         if self.dtype not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"--dtype {self.dtype!r}: choose auto, fp32 or bf16.")
+        if self.parallel not in ("fsdp", "ddp"):
+            raise ConfigError(f"--parallel {self.parallel!r}: choose fsdp or ddp.")
         if self.schedule_steps is not None and self.schedule_steps < self.total_steps() and self.schedule == "cosine":
             raise ConfigError(
                 f"--schedule-steps {self.schedule_steps}: shorter than the run's {self.total_steps()} steps; "

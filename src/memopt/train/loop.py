@@ -5,6 +5,9 @@ is fixed by the seed), averages their loss, clips the gradient norm, checks that
 finite, steps the optimizer and the LR scheduler, and logs one JSON line. Every ``eval_every`` steps the
 model is evaluated on a fixed set of validation batches; every ``save_every`` steps (and at the end) a
 checkpoint is written atomically. On CPU a resumed run is bit-identical to an uninterrupted one.
+
+Launched by ``torchrun`` with several processes, the same loop trains with DDP or FSDP2 and writes
+distributed checkpoints (:mod:`memopt.train.distributed`, :mod:`memopt.train.sharded_checkpoint`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from memopt.memory.accounting import state_bytes_per_rank
 from memopt.train import checkpoint as ckpt
-from memopt.train import models
+from memopt.train import distributed, models, sharded_checkpoint
 from memopt.train import optimizers as opt_lib
 from memopt.train.config import TrainConfig
 from memopt.train.data import PreparedData, TokenBatches, check_sizes, prepare_data
@@ -99,9 +103,13 @@ class Trainer:
         opt_lib.check_name(config.optimizer)
         self.config = config
         self.out = Path(config.out)
+        # under torchrun: join the process group (None in a single process)
+        self.dist = distributed.launch(config.device, config.parallel)
+        if data is None and self.dist is not None:  # rank 0 tokenizes into the cache, the others then read it
+            self.dist.on_main(lambda: prepare_data(config.data_config()))
         self.data = data if data is not None else prepare_data(config.data_config())
         check_sizes(self.data, config.seq_len, config.batch_size)
-        self.device = resolve_device(config.device)
+        self.device = self.dist.device if self.dist else resolve_device(config.device)
         self.bf16 = resolve_bf16(config.dtype, self.device)
 
         self.model_config = models.model_config(
@@ -111,6 +119,9 @@ class Trainer:
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         self.num_params = models.count_parameters(self.model)
+        if self.dist is not None:
+            self.dist.local_rows(torch.zeros(config.batch_size, 1))  # --batch-size must split over the ranks
+            self.model = self.dist.wrap(self.model)
         self.hparams = opt_lib.resolve_hparams(
             config.optimizer, config.hparams, config.lr, getattr(self.model_config, "hidden_size", None)
         )
@@ -124,6 +135,15 @@ class Trainer:
         self.val_inputs = self._validation_batches()
         self.step = 0
         self.tokens = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files (always in a single process; rank 0 under torchrun)."""
+        return self.dist is None or self.dist.is_main
+
+    def _barrier(self) -> None:
+        if self.dist is not None:
+            self.dist.barrier()
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -160,22 +180,23 @@ class Trainer:
     def _prepare_out_dir(self) -> None:
         """Refuse to overwrite an earlier run; write the configuration."""
         if not self.config.resume:
-            taken = [n for n in (ckpt.CHECKPOINT_NAME, METRICS_NAME, CONFIG_NAME) if (self.out / n).exists()]
+            names = (ckpt.CHECKPOINT_NAME, sharded_checkpoint.POINTER_NAME, METRICS_NAME, CONFIG_NAME)
+            taken = [n for n in names if (self.out / n).exists()]
             if taken:
                 raise ConfigError(
                     f"--out {self.out}: the folder already holds a run ({', '.join(taken)}). Continue it "
                     "with --resume, or choose another --out; nothing was changed."
                 )
-        record = {"config": dataclasses.asdict(self.config), "identity": self.identity(), "argv": sys.argv}
-        text = json.dumps(record, indent=2, default=str)
-        ckpt.atomic_write_bytes(self.out / CONFIG_NAME, lambda f: f.write(text.encode()))
+        self._barrier()  # every rank has looked before rank 0 writes
+        if self.is_main:
+            record = {"config": dataclasses.asdict(self.config), "identity": self.identity(), "argv": sys.argv}
+            if self.dist is not None:
+                record["processes"] = {"world_size": self.dist.world_size, "parallel": self.dist.parallel}
+            text = json.dumps(record, indent=2, default=str)
+            ckpt.atomic_write_bytes(self.out / CONFIG_NAME, lambda f: f.write(text.encode()))
 
-    def _restore(self) -> None:
-        """Load the checkpoint in ``out`` and check that it belongs to this configuration."""
-        path = self.out / ckpt.CHECKPOINT_NAME
-        payload = ckpt.load_checkpoint(path, trust=self.config.trust_checkpoint)
-        saved = json.loads(payload["identity"])
-        differences = ckpt.identity_diff(saved, self.identity())
+    def _check_identity(self, saved_identity: str, path: Path) -> None:
+        differences = ckpt.identity_diff(json.loads(saved_identity), self.identity())
         if differences:
             raise CheckpointError(
                 f"--resume: {path} was made by another configuration:\n  "
@@ -183,28 +204,83 @@ class Trainer:
                 + f"\nRerun with the original settings (saved in {self.out / CONFIG_NAME}), or start a new "
                 "run with another --out; the checkpoint was not changed."
             )
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
+
+    def _load_single_process_checkpoint(self, model, optimizer, scheduler) -> dict[str, Any]:
+        """Load ``checkpoint.pt`` into ``model``, ``optimizer``, ``scheduler`` and the RNG; its position."""
+        path = self.out / ckpt.CHECKPOINT_NAME
+        payload = ckpt.load_checkpoint(path, trust=self.config.trust_checkpoint)
+        self._check_identity(payload["identity"], path)
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
         ckpt.set_rng_state(payload["rng"])
-        self.step = int(payload["step"])
-        self.tokens = int(payload["tokens"])
-        truncate_after(self.out / METRICS_NAME, self.step, self.config.eval_every)
+        return {k: payload[k] for k in ("identity", "step", "tokens", "microbatch")}
+
+    def _unsharded_copy(self) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+        """A single-process model, optimizer and scheduler of this run (to convert its checkpoint)."""
+        model = models.build_model(self.model_config, self.config.seed)
+        optimizer = opt_lib.build(model, self.config.optimizer, self.hparams)
+        peak = float(self.hparams["lr"])
+        schedule = build_scheduler(optimizer, self.schedule_config, self.config.schedule_length(), peak)
+        return model, optimizer, schedule
+
+    def _restore(self) -> None:
+        """Load the checkpoint in ``out`` and check that it belongs to this configuration.
+
+        ``checkpoint.pt`` (a single-process run) or the DCP checkpoint (a torchrun run), whichever is newer;
+        either loads on any number of processes.
+        """
+        in_dcp = sharded_checkpoint.latest_is_distributed(self.out)
+        if self.dist is None and not in_dcp:
+            position = self._load_single_process_checkpoint(self.model, self.optimizer, self.scheduler)
+        else:
+            if not in_dcp:  # a single-process checkpoint resumed on several processes: convert it first
+
+                def convert() -> None:
+                    model, optimizer, schedule = self._unsharded_copy()
+                    meta = self._load_single_process_checkpoint(model, optimizer, schedule)
+                    state = sharded_checkpoint.training_state(model, optimizer, schedule, meta)
+                    sharded_checkpoint.save(self.out, int(meta["step"]), state, is_main=True, no_dist=True)
+
+                self.dist.on_main(convert)
+            no_dist = self.dist is None
+            meta = sharded_checkpoint.load(self.out, {"meta": self._position()}, no_dist=no_dist)["meta"]
+            self._check_identity(meta["identity"], self.out / sharded_checkpoint.POINTER_NAME)
+            self.optimizer.prepare_state()  # the template that the checkpoint is loaded into
+            template = sharded_checkpoint.training_state(self.model, self.optimizer, self.scheduler, meta)
+            state = sharded_checkpoint.load(self.out, template, no_dist=no_dist)
+            sharded_checkpoint.restore(self.model, self.optimizer, self.scheduler, state)
+            position = state["meta"]
+        self.step = int(position["step"])
+        self.tokens = int(position["tokens"])
+        if self.is_main:
+            truncate_after(self.out / METRICS_NAME, self.step, self.config.eval_every)
+        self._barrier()
+
+    def _position(self) -> dict[str, Any]:
+        return {
+            "identity": json.dumps(self.identity()),
+            "step": self.step,
+            "tokens": self.tokens,
+            "microbatch": self.step * self.config.grad_accum,
+        }
 
     def _save(self) -> None:
+        if self.dist is not None:
+            state = sharded_checkpoint.training_state(self.model, self.optimizer, self.scheduler, self._position())
+            sharded_checkpoint.save(self.out, self.step, state, is_main=self.is_main)
+            return
         ckpt.save_checkpoint(
             self.out / ckpt.CHECKPOINT_NAME,
             {
-                "identity": json.dumps(self.identity()),
-                "step": self.step,
-                "tokens": self.tokens,
-                "microbatch": self.step * self.config.grad_accum,
+                **self._position(),
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "rng": ckpt.rng_state(),
             },
         )
+        sharded_checkpoint.discard(self.out)  # checkpoint.pt is the run's latest now
 
     # ------------------------------------------------------------------ the loop
 
@@ -216,14 +292,30 @@ class Trainer:
         accum = self.config.grad_accum
         total = torch.zeros((), device=self.device)
         for micro in range(accum):
-            inputs = self.train_batches.batch(self.step * accum + micro).to(self.device, non_blocking=True)
-            with self._autocast():
-                loss = self.model(input_ids=inputs, labels=inputs).loss
-            (loss / accum).backward()
-            total += loss.detach()
+            inputs = self.train_batches.batch(self.step * accum + micro)
             if count_tokens:
                 self.tokens += inputs.numel()
-        return total / accum
+            if self.dist is not None:  # this rank's share of the microbatch; gradients synchronized once a step
+                inputs = self.dist.local_rows(inputs)
+            inputs = inputs.to(self.device, non_blocking=True)
+            with self._gradient_sync(last=micro == accum - 1):
+                with self._autocast():
+                    loss = self.model(input_ids=inputs, labels=inputs).loss
+                (loss / accum).backward()
+            total += loss.detach()
+        mean = total / accum
+        return self.dist.mean(mean) if self.dist is not None else mean
+
+    def _gradient_sync(self, *, last: bool) -> contextlib.AbstractContextManager:
+        if self.dist is None:
+            return contextlib.nullcontext()
+        return self.dist.gradient_sync(self.model, last)
+
+    def _clip(self) -> torch.Tensor:
+        """Clip the gradient to ``--clip`` (the global norm over all shards); the norm before clipping."""
+        if self.dist is None:
+            return torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        return distributed.clip_grad_norm(self.model.parameters(), self.config.clip)
 
     def _closure(self) -> torch.Tensor:
         """For optimizers with ``needs_closure``: the same minibatch's loss and (clipped) gradients at the
@@ -231,7 +323,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._forward_backward(count_tokens=False)
         if self.config.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+            self._clip()
         return loss
 
     def _train_step(self) -> tuple[float, float | None, float]:
@@ -239,7 +331,7 @@ class Trainer:
         loss_value = self._forward_backward(count_tokens=True).item()
         grad_norm = None
         if self.config.clip:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip))
+            grad_norm = float(self._clip())
         lr = float(self.optimizer.param_groups[0]["lr"])
         if not math.isfinite(loss_value) or (grad_norm is not None and not math.isfinite(grad_norm)):
             self._stop_non_finite(loss_value, grad_norm, lr)
@@ -271,12 +363,17 @@ class Trainer:
         self.model.eval()
         total, count = 0.0, 0
         for inputs in self.val_inputs:
+            weight = inputs.shape[0]
+            if self.dist is not None:  # the batch's sequences split over the ranks
+                inputs, weight = self.dist.eval_rows(inputs)
             inputs = inputs.to(self.device, non_blocking=True)
             with self._autocast():
                 loss = self.model(input_ids=inputs, labels=inputs).loss
-            total += float(loss) * inputs.shape[0]
-            count += inputs.shape[0]
+            total += float(loss) * weight
+            count += weight
         self.model.train()
+        if self.dist is not None:
+            total, count = self.dist.total(torch.tensor([total, count], dtype=torch.float64)).tolist()
         return total / count
 
     def _due(self, every: int) -> bool:
@@ -290,20 +387,20 @@ class Trainer:
             self._restore()
         self._prepare_out_dir()
         self.model.train()
-        writer = MetricsWriter(self.out / METRICS_NAME)
+        writer = MetricsWriter(self.out / METRICS_NAME) if self.is_main else _NoMetrics()
         bar = tqdm(
             total=self.total_steps,
             initial=min(self.step, self.total_steps),
             unit="step",
             dynamic_ncols=True,
-            disable=config.quiet or not sys.stderr.isatty(),
+            disable=config.quiet or not sys.stderr.isatty() or not self.is_main,
             desc=config.optimizer,
         )
         start = time.perf_counter()
         timed_out = False
         try:
             while self.step < self.total_steps:
-                if config.max_time is not None and time.perf_counter() - start >= config.max_time:
+                if config.max_time is not None and self._agree(time.perf_counter() - start >= config.max_time):
                     timed_out = True
                     break
                 step_start = time.perf_counter()
@@ -330,7 +427,7 @@ class Trainer:
                 if config.save_checkpoints and (self._due(config.save_every) or self.step == self.total_steps):
                     self._save()
             if timed_out:  # stopped early: evaluate and checkpoint where it stands, so --resume continues
-                if not self._has_eval_at(self.step):
+                if not self._from_main(self._has_eval_at(self.step) if self.is_main else None):
                     self._log_eval(writer, bar)
                 if config.save_checkpoints:
                     self._save()
@@ -338,6 +435,13 @@ class Trainer:
             bar.close()
             writer.close()
         return self._result("max_time" if timed_out else self._step_limit())
+
+    def _agree(self, flag: bool) -> bool:
+        """``flag`` from this process, or true on all ranks if true on any (timings differ by rank)."""
+        return self.dist.agree(flag) if self.dist is not None else flag
+
+    def _from_main(self, value: Any) -> Any:
+        return self.dist.from_main(value) if self.dist is not None else value
 
     def _step_limit(self) -> str:
         """Which flag set the step count: ``max_tokens`` when it binds, else ``max_steps``."""
@@ -351,7 +455,7 @@ class Trainer:
     def _has_eval_at(self, step: int) -> bool:
         return any(r.get("event") == "eval" and r["step"] == step for r in read_metrics(self.out / METRICS_NAME))
 
-    def _log_eval(self, writer: MetricsWriter, bar: tqdm | None) -> None:
+    def _log_eval(self, writer: MetricsWriter | _NoMetrics, bar: tqdm | None) -> None:
         began = time.perf_counter()
         val_loss = self.evaluate()
         writer.write(
@@ -368,6 +472,12 @@ class Trainer:
             bar.set_postfix(val=f"{val_loss:.3f}", refresh=False)
 
     def _result(self, stopped_by: str) -> TrainResult:
+        """The run's result (``result.json``); under torchrun the state bytes of every rank, and their sum."""
+        if self.dist is not None:
+            per_rank = state_bytes_per_rank(self.optimizer)
+        else:
+            per_rank = [opt_lib.state_bytes(self.optimizer)]
+        self._barrier()  # rank 0 has written every metric
         records = read_metrics(self.out / METRICS_NAME)
         evals = [r for r in records if r.get("event") == "eval"]
         step_times = [r["step_time"] for r in records if r.get("event") == "train"]
@@ -382,15 +492,30 @@ class Trainer:
             final_val_loss=final["val_loss"] if final else None,
             final_val_ppl=final["val_ppl"] if final else None,
             evals=[{k: r[k] for k in ("step", "tokens", "val_loss", "val_ppl")} for r in evals],
-            state_bytes=opt_lib.state_bytes(self.optimizer),
+            state_bytes=sum(per_rank),
             num_params=self.num_params,
             median_step_time=median,
             tokens_per_s=self.config.tokens_per_step / median if median else None,
             out=str(self.out),
         )
-        text = json.dumps(dataclasses.asdict(result), indent=2, default=str)
-        ckpt.atomic_write_bytes(self.out / RESULT_NAME, lambda f: f.write(text.encode()))
+        if self.dist is not None:
+            result.extra.update(
+                state_bytes_per_rank=per_rank, world_size=self.dist.world_size, parallel=self.dist.parallel
+            )
+        if self.is_main:
+            text = json.dumps(dataclasses.asdict(result), indent=2, default=str)
+            ckpt.atomic_write_bytes(self.out / RESULT_NAME, lambda f: f.write(text.encode()))
         return result
+
+
+class _NoMetrics:
+    """The metrics writer of ranks other than 0: rank 0 alone writes ``metrics.jsonl``."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def train(config: TrainConfig, data: PreparedData | None = None) -> TrainResult:
