@@ -121,6 +121,19 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="bf16 autocast or fp32 (default auto: bf16 on a GPU that has it)",
     )
     run.add_argument(
+        "--param-dtype",
+        default=None,
+        choices=("fp32", "bf16", "bf16-sr", "bf16-master"),
+        help="parameters in fp32, or bf16 rounded to nearest, stochastically (sr), or with an fp32 master copy",
+    )
+    run.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        metavar="F",
+        help="prune this fraction of the linear weights by magnitude at initialisation, kept zero (default 0)",
+    )
+    run.add_argument(
         "--activation-checkpointing",
         action="store_true",
         default=None,
@@ -165,6 +178,8 @@ def _settings(args: argparse.Namespace, **extra) -> dict:
         "max_tokens",
         "max_time",
         "dtype",
+        "param_dtype",
+        "sparsity",
         "activation_checkpointing",
         "device",
         "eval_every",

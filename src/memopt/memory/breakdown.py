@@ -1,8 +1,9 @@
 """The memory breakdown of a training step: its components, its peak, a table and JSON.
 
 Each component is the largest number of bytes that category held at any moment of the profiled steps
-(see :mod:`memopt.memory.tracker` for what is counted); ``peak`` is the largest total, ``at_peak`` its
-composition. On CUDA a measured breakdown also carries the allocator's own peak.
+(see :mod:`memopt.memory.tracker` for what is counted; optimizer state is :func:`memopt.state_bytes`, which
+adds 8 bytes per Python step counter); ``peak`` is the largest total of live tensor storages, ``at_peak``
+its composition. On CUDA a measured breakdown also carries the allocator's own peak.
 """
 
 from __future__ import annotations

@@ -59,10 +59,33 @@ class MasterWeightOptimizer(Optimizer):
                 raise ValueError(f"master copy has shape {tuple(m.shape)} where the model has {tuple(p.shape)}")
         self.master = master
         self.inner = build(master)
+        self._own: dict[str, Any] = {}  # what Optimizer.__init__ sets, before the inner ones take over
         super().__init__([m for _, m in self.pairs], {})
-        self.param_groups = self.inner.param_groups
-        self.state = self.inner.state
+        self._own = None
         self.defaults = self.inner.defaults
+
+    # the inner optimizer's groups and state, also after its load_state_dict replaces them
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.inner.param_groups if self._own is None else self._own["param_groups"]
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        if self._own is None:
+            self.inner.param_groups = value
+        else:
+            self._own["param_groups"] = value
+
+    @property
+    def state(self) -> dict:
+        return self.inner.state if self._own is None else self._own["state"]
+
+    @state.setter
+    def state(self, value: dict) -> None:
+        if self._own is None:
+            self.inner.state = value
+        else:
+            self._own["state"] = value
 
     @property
     def needs_closure(self) -> bool:

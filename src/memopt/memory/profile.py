@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 from torch.utils._pytree import tree_flatten
 
+from memopt.memory.accounting import state_bytes
 from memopt.memory.breakdown import MemoryBreakdown
 from memopt.memory.master_weights import MasterWeightOptimizer, master_copy
 from memopt.memory.sparsity import prune_model
@@ -181,6 +182,10 @@ def profile(
                 torch.cuda.memory._dump_snapshot(snapshot)
                 torch.cuda.memory._record_memory_history(enabled=None)
     summary = tracker.summary()
+    components = dict(summary.maximum)
+    # optimizer state as memopt.state_bytes counts it: its tensors, plus the Python step counters that no
+    # storage holds (8 bytes each); the peak counts tensors only
+    components["optimizer_state"] = state_bytes(opt)
     config = {
         "workload": workload.name,
         "model": workload.info,
@@ -192,7 +197,7 @@ def profile(
         "num_params": sum(p.numel() for p in model.parameters()),
     }
     return MemoryBreakdown(
-        components=summary.maximum,
+        components=components,
         at_peak=summary.at_peak,
         peak=summary.peak,
         mode="estimate" if fake else "measure",
