@@ -81,23 +81,16 @@ def llama_analytic(workload, optimizer: str, rank: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "adamw_snsm"])
-def test_a_60m_plan_equals_the_analytic_counts(optimizer):
-    workload = preset_workload("60m", seq_len=64)
-    hparams = {"rank": 128, "proj_type": "svd"} if optimizer == "adamw_snsm" else {}
+@pytest.mark.parametrize(
+    ("preset", "rank", "params"),
+    [("60m", 128, 58_073_600), pytest.param("llama-7b", 1024, 6_738_415_616, marks=pytest.mark.slow)],
+)
+def test_a_llama_plan_equals_the_analytic_counts_and_takes_under_a_minute(preset, rank, params, optimizer):
+    workload = preset_workload(preset, seq_len=2048 if preset == "llama-7b" else 64)
+    hparams = {"rank": rank, "proj_type": "svd"} if optimizer == "adamw_snsm" else {}
     plan = estimate(workload, optimizer, hparams, batch_size=1, steps=1)
-    params, state = llama_analytic(workload, optimizer, rank=128)
-    assert plan["parameters"] == 4 * params
-    assert plan["gradients"] == 4 * params
-    assert plan["optimizer_state"] == state
-
-
-@pytest.mark.parametrize("optimizer", ["adamw", "adamw_snsm"])
-def test_the_llama_7b_plan_runs_in_a_minute_and_equals_the_analytic_counts(optimizer):
-    workload = preset_workload("llama-7b", seq_len=2048)
-    hparams = {"rank": 1024, "proj_type": "svd"} if optimizer == "adamw_snsm" else {}
-    plan = estimate(workload, optimizer, hparams, batch_size=1, steps=1)
-    params, state = llama_analytic(workload, optimizer, rank=1024)
-    assert params == 6_738_415_616
+    count, state = llama_analytic(workload, optimizer, rank=rank)
+    assert count == params
     assert plan["parameters"] == plan["gradients"] == 4 * params
     assert plan["optimizer_state"] == state
     assert plan.seconds < 60
@@ -177,3 +170,15 @@ def test_cuda_peak_is_within_five_percent_of_the_allocator(techniques):
     estimated = estimate(workload, "adamw", batch_size=16, techniques=techniques, device="cuda")
     assert measured.peak == pytest.approx(measured.allocator_peak, rel=0.05)
     assert estimated.peak == pytest.approx(measured.allocator_peak, rel=0.05)
+
+
+def test_a_module_factory_is_planned_and_checkpointed_per_child():
+    from memopt.memory.workloads import module_workload
+
+    workload = module_workload("memopt.train.wide_resnet:WideResNet", (1, 8, 8))
+    plain = measure(workload, "sgd", batch_size=16)
+    checkpointed = measure(workload, "sgd", batch_size=16, techniques=Techniques(checkpointing=True))
+    assert checkpointed["activations"] < 0.5 * plain["activations"]
+    _within(estimate(workload, "sgd", batch_size=16, techniques=Techniques(checkpointing=True)), checkpointed)
+    with pytest.raises(ConfigError, match="--factory 'nowhere:build': cannot import it"):
+        module_workload("nowhere:build", (3,))

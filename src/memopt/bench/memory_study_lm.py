@@ -17,7 +17,7 @@ from memopt.memory.techniques import Techniques
 from memopt.memory.workloads import preset_workload
 
 PRESET = "small"
-SEQ_LEN, BATCH, STEPS, VOCAB = 128, 16, 200, 2048
+SEQ_LEN, BATCH, STEPS, VOCAB = 128, 16, 150, 2048
 
 
 @dataclass(frozen=True)

@@ -200,7 +200,11 @@ class _Checkpointed(nn.Module):
 
 
 def checkpoint_children(model: nn.Module) -> None:
-    """Recompute each direct child's activations in backward (for any sequential-like model)."""
+    """Recompute each child's activations in backward: every child module with parameters becomes one
+    checkpointed segment; the items of a ``ModuleList``/``ModuleDict`` (which are not called as a whole)
+    are segments each."""
     for name, child in list(model.named_children()):
-        if any(p.requires_grad for p in child.parameters()):
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            checkpoint_children(child)
+        elif any(p.requires_grad for p in child.parameters()):
             setattr(model, name, _Checkpointed(child))
