@@ -38,6 +38,8 @@ class MemoryBreakdown:
         device: where it ran (or was planned for).
         allocator_peak: CUDA only: ``torch.cuda.max_memory_allocated`` during the steps, less what was
             allocated before; None elsewhere.
+        state_storage: bytes of the storages that the optimizer state's tensors keep alive; more than the
+            ``optimizer_state`` component when a state tensor is a view of a larger tensor.
         config: what was profiled (workload, optimizer, batch, techniques).
         seconds: wall time of the profiling.
     """
@@ -48,6 +50,7 @@ class MemoryBreakdown:
     mode: str
     device: str
     allocator_peak: int | None = None
+    state_storage: int | None = None
     config: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -74,6 +77,9 @@ def format_breakdown(breakdown: MemoryBreakdown, savings: dict[str, int] | None 
             lines.append(
                 f"{LABELS[key]:<{width}}{_mib(breakdown.components[key]):>14}{_mib(breakdown.at_peak[key]):>14}"
             )
+    held = breakdown.state_storage
+    if held is not None and held > 1.01 * breakdown.components["optimizer_state"] + 4096:
+        lines.append(f"{'  state storages held':<{width}}{_mib(held):>14}   (state tensors are views of larger ones)")
     lines.append(f"{'peak':<{width}}{_mib(breakdown.peak):>14}")
     if breakdown.allocator_peak is not None:
         lines.append(f"{'CUDA allocator peak':<{width}}{_mib(breakdown.allocator_peak):>14}")

@@ -184,7 +184,8 @@ def profile(
     summary = tracker.summary()
     components = dict(summary.maximum)
     # optimizer state as memopt.state_bytes counts it: its tensors, plus the Python step counters that no
-    # storage holds (8 bytes each); the peak counts tensors only
+    # storage holds (8 bytes each); the peak counts tensors only. A state tensor that is a view of a larger
+    # tensor keeps all of that storage alive: the tracker's figure (state_storage) is what is really held.
     components["optimizer_state"] = state_bytes(opt)
     config = {
         "workload": workload.name,
@@ -203,6 +204,7 @@ def profile(
         mode="estimate" if fake else "measure",
         device=str(dev),
         allocator_peak=allocator_peak,
+        state_storage=summary.maximum["optimizer_state"],
         config=config,
         seconds=time.perf_counter() - began,
     )
