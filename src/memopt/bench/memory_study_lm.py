@@ -48,13 +48,10 @@ def lm_mixes() -> list[LMMix]:
         LMMix("baseline (adamw)"),
         LMMix("microbatches 4", grad_accum=4),
         LMMix("checkpointing", checkpointing=True),
-        LMMix("bf16 autocast", dtype="bf16"),
         LMMix("bf16 + stochastic rounding", param_dtype="bf16-sr"),
         LMMix("sparsity 0.5", sparsity=0.5),
         LMMix("adamw_snsm", optimizer="adamw_snsm"),
         LMMix("mb4 + ckpt + adamw_snsm", optimizer="adamw_snsm", grad_accum=4, checkpointing=True),
-        LMMix("mb4 + ckpt + adamw_snsm + bf16-sr", optimizer="adamw_snsm", grad_accum=4, checkpointing=True,
-              param_dtype="bf16-sr"),
     ]  # fmt: skip
 
 

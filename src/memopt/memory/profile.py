@@ -82,7 +82,7 @@ def build_optimizer(
 
 
 def resolve_device(name: str, fake: bool) -> torch.device:
-    """The device to run on; measuring on CUDA needs CUDA (an estimate only pretends).
+    """The device to run on; measuring on CUDA needs a GPU, estimating for CUDA a CUDA build of torch.
 
     Raises:
         ConfigError: not a device, or CUDA is absent for a measurement.
@@ -95,6 +95,11 @@ def resolve_device(name: str, fake: bool) -> torch.device:
         raise ConfigError(f"--device {name}: the planner runs on cpu or cuda.")
     if device.type == "cuda" and not fake and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available to measure on; use --mode estimate or --device cpu.")
+    if device.type == "cuda" and fake and not torch.backends.cuda.is_built():
+        raise ConfigError(
+            f"--device {name}: this torch build has no CUDA support, so it cannot make fake CUDA tensors; "
+            "estimate with --device cpu (the same tensors, only the attention kernel may differ)."
+        )
     return device
 
 

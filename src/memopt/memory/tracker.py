@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -199,8 +200,6 @@ class LiveTensorTracker(TorchDispatchMode):
 def _plain_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
     """The tensors holding ``tensor``'s memory: itself, or for a wrapper subclass (DTensor, torchao's
     quantized states) the tensors it wraps."""
-    from torch._subclasses.fake_tensor import FakeTensor
-
     is_wrapper = type(tensor) is not torch.Tensor and hasattr(tensor, "__tensor_flatten__")
     if is_wrapper and not isinstance(tensor, (torch.nn.Parameter, FakeTensor)):
         names, _ = tensor.__tensor_flatten__()
