@@ -18,6 +18,7 @@ from memopt.memory.workloads import preset_workload
 
 PRESET = "small"
 SEQ_LEN, BATCH, STEPS, VOCAB = 128, 16, 150, 2048
+EVAL_SEQUENCES = 128
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def train_lm(mix: LMMix, seed: int, cache_dir: str | None) -> dict[str, float]:
             sparsity=mix.sparsity,
             max_steps=STEPS,
             eval_every=0,
+            # the validation set is eval_batches x batch_size sequences: the same 128 for every mix
+            eval_batches=EVAL_SEQUENCES // (BATCH // mix.grad_accum),
             save_checkpoints=False,
             device="cpu",
             seed=seed,

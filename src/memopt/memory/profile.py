@@ -133,8 +133,6 @@ def profile(
     Raises:
         ConfigError: bad batch, microbatches, precision, sparsity, optimizer or device.
     """
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     techniques = techniques or Techniques()
     techniques.validate(batch_size)
     if steps < 1:
@@ -146,17 +144,7 @@ def profile(
     cuda = dev.type == "cuda" and not fake
     began = time.perf_counter()
     torch.manual_seed(seed)
-    if fake:
-        # constants the optimizers compute once and cache (the 8-bit code maps) are made real before faking
-        from memopt.components import quantization
-
-        for signed in (True, False):
-            quantization.dynamic_map(signed), quantization.nearest_code_table(signed)
-    mode = contextlib.ExitStack()
-    if fake:
-        mode.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
-        mode.enter_context(_RealConstants())
-    with mode, torch.device(dev):
+    with _fake_tensors() if fake else contextlib.nullcontext(), torch.device(dev):
         model, master = prepare_model(workload, techniques)
         opt = build_optimizer(model, master, optimizer, resolved, techniques)
         model.train()
@@ -213,6 +201,22 @@ def profile(
         config=config,
         seconds=time.perf_counter() - began,
     )
+
+
+def _fake_tensors() -> contextlib.ExitStack:
+    """``FakeTensorMode``, with real constants above it (:class:`_RealConstants`). The constants that the
+    optimizers compute once and cache (the 8-bit code maps) are computed for real first, so that a fake
+    tensor is never cached for later real runs."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from memopt.components import quantization
+
+    for signed in (True, False):
+        quantization.dynamic_map(signed), quantization.nearest_code_table(signed)
+    stack = contextlib.ExitStack()
+    stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
+    stack.enter_context(_RealConstants())
+    return stack
 
 
 class _RealConstants(TorchDispatchMode):
