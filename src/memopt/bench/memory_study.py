@@ -173,32 +173,40 @@ def _environment() -> dict[str, Any]:
 
 
 def _write(out: Path, task: str, rows: list[dict[str, Any]], settings: dict[str, Any], ylabel: str) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"task": task, "settings": settings, "environment": _environment(), "rows": rows, "ylabel": ylabel}
+    (out / f"{task}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    plot(payload, out / f"{task}.png")
+    return payload
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    """The study's figure: quality change against memory reduction, one labelled point per mix."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"task": task, "settings": settings, "environment": _environment(), "rows": rows}
-    (out / f"{task}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    rows, task = payload["rows"], payload["task"]
     scale = 100.0 if task == "image" else 1.0
-    figure, axis = plt.subplots(figsize=(7.5, 4.5))
-    for row in rows:
-        axis.scatter(row["reduction"], row["delta"] * scale, s=30)
-        axis.annotate(row["mix"], (row["reduction"], row["delta"] * scale), fontsize=7, xytext=(4, 2),
-                      textcoords="offset points")  # fmt: skip
+    figure, axis = plt.subplots(figsize=(8.5, 4.8))
+    for index, row in enumerate(rows):
+        y = row["delta"] * scale
+        axis.scatter(row["reduction"], y, s=30)
+        offset = (5, 6 if index % 2 else -10)  # alternate above and below, so that neighbours do not overlap
+        axis.annotate(row["mix"], (row["reduction"], y), fontsize=7, xytext=offset, textcoords="offset points")
     axis.set_xscale("log")
+    axis.set_xlim(0.8, 2.2 * max(r["reduction"] for r in rows))
     axis.axhline(0.0, color="grey", lw=0.8)
     if task == "image":
         axis.axhline(-1.0, color="red", lw=0.8, ls="--", label="1 point accuracy loss")
-        axis.legend(loc="lower left", fontsize=8)
+        axis.legend(loc="lower right", fontsize=8)
     axis.set_xlabel("memory reduction factor (baseline peak / peak, measured)")
-    axis.set_ylabel(ylabel)
+    axis.set_ylabel(payload["ylabel"])
     axis.set_title(f"memory study: {task}")
     figure.tight_layout()
-    figure.savefig(out / f"{task}.png", dpi=90)
+    figure.savefig(path, dpi=90)
     plt.close(figure)
-    return payload
 
 
 def format_rows(rows: list[dict[str, Any]], metric: str) -> str:
