@@ -83,7 +83,7 @@ def llama_analytic(workload, optimizer: str, rank: int) -> tuple[int, int]:
 @pytest.mark.parametrize("optimizer", ["adamw", "adamw_snsm"])
 @pytest.mark.parametrize(
     ("preset", "rank", "params"),
-    [("60m", 128, 58_073_600), pytest.param("llama-7b", 1024, 6_738_415_616, marks=pytest.mark.slow)],
+    [("60m", 128, 58_073_600), ("llama-7b", 1024, 6_738_415_616)],
 )
 def test_a_llama_plan_equals_the_analytic_counts_and_takes_under_a_minute(preset, rank, params, optimizer):
     workload = preset_workload(preset, seq_len=2048 if preset == "llama-7b" else 64)
