@@ -1,7 +1,7 @@
-"""The ``memopt`` command line: ``compare`` (the main job), ``train`` and ``list``.
+"""The ``memopt`` command line: ``compare`` (the main job), ``train``, ``memory``, ``list`` and ``experiment``.
 
 Each subcommand registers itself with an ``_add_<name>`` function and runs through a ``_run_<name>``
-function; later subcommands (``memory``, ``bench``) plug in the same way. Bad input raises
+function; later subcommands (``bench``) plug in the same way. Bad input raises
 :class:`memopt.train.errors.HarnessError`, printed as ``memopt: error: ...`` with exit status 2.
 """
 
@@ -121,6 +121,19 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="bf16 autocast or fp32 (default auto: bf16 on a GPU that has it)",
     )
     run.add_argument(
+        "--param-dtype",
+        default=None,
+        choices=("fp32", "bf16", "bf16-sr", "bf16-master"),
+        help="parameters in fp32, or bf16 rounded to nearest, stochastically (sr), or with an fp32 master copy",
+    )
+    run.add_argument(
+        "--sparsity",
+        type=float,
+        default=None,
+        metavar="F",
+        help="prune this fraction of the linear weights by magnitude at initialisation, kept zero (default 0)",
+    )
+    run.add_argument(
         "--activation-checkpointing",
         action="store_true",
         default=None,
@@ -171,6 +184,8 @@ def _settings(args: argparse.Namespace, **extra) -> dict:
         "max_tokens",
         "max_time",
         "dtype",
+        "param_dtype",
+        "sparsity",
         "activation_checkpointing",
         "device",
         "parallel",
@@ -333,6 +348,20 @@ def _run_compare(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def _add_memory(subparsers) -> Callable:
+    from memopt.memory import plan
+
+    parser = subparsers.add_parser(
+        "memory",
+        help="how much memory training needs: breakdown, peak, what each technique saves",
+        description="Profile training steps of a model (estimate with fake tensors, or measure a real run): "
+        "parameters, gradients, optimizer state, activations, temporaries and the peak, and what each "
+        "technique (microbatches, checkpointing, precision, sparsity, optimizer) saves.",
+    )
+    plan.add_arguments(parser)
+    return plan.run
+
+
 def _add_experiment(subparsers) -> Callable:
     from memopt import experiments
 
@@ -340,13 +369,13 @@ def _add_experiment(subparsers) -> Callable:
     return experiments.run
 
 
-_SUBCOMMANDS = (_add_compare, _add_train, _add_list, _add_experiment)
+_SUBCOMMANDS = (_add_compare, _add_train, _add_memory, _add_list, _add_experiment)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     """The argument parser and the function that runs each subcommand."""
     parser = argparse.ArgumentParser(
-        prog="memopt", description="Memory-efficient optimizers for PyTorch: compare, train, list, experiment."
+        prog="memopt", description="Memory-efficient optimizers for PyTorch: compare, train, memory, list, experiment."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners = {}

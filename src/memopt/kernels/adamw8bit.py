@@ -78,6 +78,11 @@ def _ptr(tensor: torch.Tensor, kind):
 
 def step(steps: list[ParamStep], group: dict) -> None:
     """One AdamW step for ``steps`` (gradients already processed: maximize and coupled decay applied)."""
+    # fake tensors (the memory planner's estimate) have no data; the kernel allocates no tensors, so there
+    # is nothing to do or to count for them
+    steps = [ps for ps in steps if ps.param.untyped_storage().device.type != "meta"]
+    if not steps:
+        return
     library = _library()
     signed_map, signed_table, signed_mid, unsigned_map, unsigned_table, unsigned_mid = _tables()
     beta1, beta2 = group["betas"]

@@ -5,8 +5,9 @@ shared by several state entries is counted once), 8 bytes for a Python int or fl
 counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). A tensor subclass that
 wraps other tensors (a DTensor, torchao's 8-bit states) counts the tensors it wraps: for a DTensor, this
 rank's shard; :func:`state_bytes_per_rank` gathers the count of every rank of a distributed run.
-Parameters, gradients and temporaries of the step are not optimizer state and are not counted here (see
-the memory planner).
+Tensors without memory (meta, or the memory planner's fake tensors) are counted by shape and dtype, a
+storage shared by several entries once. Parameters, gradients and temporaries of the step are not
+optimizer state and are not counted here (see the memory planner, :mod:`memopt.memory.profile`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 
-def _value_bytes(value: Any, seen: set[tuple[int, int]]) -> int:
+def _value_bytes(value: Any, seen: set[tuple]) -> int:
     if isinstance(value, DTensor):  # this rank's shard (its flatten protocol also lists the device mesh)
         return _value_bytes(value.to_local(), seen)
     if torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
@@ -31,11 +32,14 @@ def _value_bytes(value: Any, seen: set[tuple[int, int]]) -> int:
         inner_names, _ = value.__tensor_flatten__()
         return sum(_value_bytes(getattr(value, name), seen) for name in inner_names)
     if torch.is_tensor(value):
-        key = (value.untyped_storage().data_ptr(), value.storage_offset()) if value.device.type != "meta" else None
-        if key is not None and key in seen:
+        storage = value.untyped_storage()
+        if storage.device.type == "meta":  # meta or fake tensor: no address; the storage object names it
+            key = (id(storage), value.storage_offset(), "meta")
+        else:
+            key = (storage.data_ptr(), value.storage_offset())
+        if key in seen:
             return 0
-        if key is not None:
-            seen.add(key)
+        seen.add(key)
         return value.numel() * value.element_size()
     if isinstance(value, bool):
         return 1
@@ -54,7 +58,7 @@ def _value_bytes(value: Any, seen: set[tuple[int, int]]) -> int:
 
 def state_bytes(optimizer: Optimizer) -> int:
     """The exact number of bytes held by ``optimizer``'s state (see the module docstring)."""
-    seen: set[tuple[int, int]] = set()
+    seen: set[tuple] = set()
     return sum(_value_bytes(state, seen) for state in optimizer.state.values())
 
 

@@ -17,6 +17,8 @@ from memopt.train.errors import ConfigError
 from memopt.train.schedule import ScheduleConfig
 
 DEFAULT_STEPS = 200
+#: ``--param-dtype`` choices: the bf16 precisions of :mod:`memopt.memory.techniques`
+PARAM_DTYPES = ("fp32", "bf16", "bf16-sr", "bf16-master")
 
 _PAPER = {  # GaLore / Subset-Norm LLaMA pretraining: 256 tokens x 512 sequences per step, bf16, clip 1.0
     "seq_len": 256,
@@ -62,6 +64,11 @@ class TrainConfig:
         schedule, warmup_steps, min_lr_ratio, restart_steps, restart_mult: the LR schedule
             (``warmup_steps`` None = 10% of the schedule).
         dtype: ``"fp32"``, ``"bf16"`` (autocast) or ``"auto"`` (bf16 on a GPU that supports it, else fp32).
+        param_dtype: how parameters are held: ``"fp32"``; ``"bf16"`` (rounded to nearest), ``"bf16-sr"``
+            (stochastic rounding by the optimizer) or ``"bf16-master"`` (an fp32 master copy); see
+            :mod:`memopt.memory.techniques`.
+        sparsity: fraction of the linear weights pruned by magnitude at initialisation and kept zero
+            (stored compactly, :mod:`memopt.memory.sparsity`); 0 disables.
         activation_checkpointing: recompute activations in backward to save memory.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         parallel: under ``torchrun``, ``"fsdp"`` (FSDP2, one unit per transformer block) or ``"ddp"``;
@@ -101,6 +108,8 @@ class TrainConfig:
     restart_steps: int | None = None
     restart_mult: int = 1
     dtype: str = "auto"
+    param_dtype: str = "fp32"
+    sparsity: float = 0.0
     activation_checkpointing: bool = False
     device: str = "auto"
     parallel: str = "fsdp"
@@ -188,6 +197,17 @@ class TrainConfig:
             raise ConfigError(f"--dtype {self.dtype!r}: choose auto, fp32 or bf16.")
         if self.parallel not in ("fsdp", "ddp"):
             raise ConfigError(f"--parallel {self.parallel!r}: choose fsdp or ddp.")
+        if self.param_dtype not in PARAM_DTYPES:
+            raise ConfigError(f"--param-dtype {self.param_dtype!r}: choose one of {', '.join(PARAM_DTYPES)}.")
+        if self.param_dtype != "fp32" and self.dtype == "bf16":
+            raise ConfigError(
+                f"--param-dtype {self.param_dtype} with --dtype bf16: bf16 parameters compute in bf16 already; "
+                "drop --dtype bf16 (autocast is for fp32 parameters)."
+            )
+        if not 0.0 <= self.sparsity < 1.0:
+            raise ConfigError(
+                f"--sparsity {self.sparsity}: the fraction of weights pruned must be in [0, 1), e.g. 0.5."
+            )
         if self.schedule_steps is not None and self.schedule_steps < self.total_steps() and self.schedule == "cosine":
             raise ConfigError(
                 f"--schedule-steps {self.schedule_steps}: shorter than the run's {self.total_steps()} steps; "

@@ -80,6 +80,18 @@ def resolve_bf16(dtype: str, device: torch.device) -> bool:
     return dtype == "bf16"
 
 
+def memory_techniques(config: TrainConfig):
+    """The :class:`memopt.memory.techniques.Techniques` of a run (for the parts that change the model)."""
+    from memopt.memory.techniques import Techniques
+
+    return Techniques(
+        microbatches=config.grad_accum,
+        checkpointing=config.activation_checkpointing,
+        precision=config.param_dtype,
+        sparsity=config.sparsity,
+    )
+
+
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:
     """Recompute each decoder layer's activations in backward (``transformers``' own switch)."""
     kwargs = {"use_reentrant": False}
@@ -118,6 +130,7 @@ class Trainer:
         self.model = models.build_model(self.model_config, config.seed).to(self.device)
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
+        self.techniques = memory_techniques(config)
         self.num_params = models.count_parameters(self.model)
         if self.dist is not None:
             self.dist.local_rows(torch.zeros(config.batch_size, 1))  # --batch-size must split over the ranks
@@ -125,7 +138,7 @@ class Trainer:
         self.hparams = opt_lib.resolve_hparams(
             config.optimizer, config.hparams, config.lr, getattr(self.model_config, "hidden_size", None)
         )
-        self.optimizer = opt_lib.build(self.model, config.optimizer, self.hparams)
+        self.optimizer = self._build_optimizer()
         self.total_steps = config.total_steps()
         self.schedule_config = config.schedule_config()
         self.scheduler = build_scheduler(
@@ -146,6 +159,26 @@ class Trainer:
             self.dist.barrier()
 
     # ------------------------------------------------------------------ setup helpers
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """Apply the memory techniques that change the parameters (sparsity, bf16 parameters and their
+        master copy), then build the optimizer over them."""
+        from memopt.memory.master_weights import master_copy
+        from memopt.memory.profile import build_optimizer, cast_floating
+        from memopt.memory.sparsity import prune_model
+
+        techniques = self.techniques
+        if techniques.sparsity:
+            prune_model(self.model, techniques.sparsity)
+        master = master_copy(self.model) if techniques.precision == "bf16-master" else None
+        cast_floating(self.model, techniques.param_dtype)
+        optimizer = build_optimizer(self.model, master, self.config.optimizer, self.hparams, techniques)
+        if master is not None and optimizer.needs_closure:
+            raise ConfigError(
+                f"--param-dtype bf16-master: {self.config.optimizer} re-evaluates the loss in its step (a closure), "
+                "which the master-weight wrapper does not support; use --param-dtype bf16-sr."
+            )
+        return optimizer
 
     def _validation_batches(self) -> list[torch.Tensor]:
         """The fixed validation set: the first ``eval_batches`` batches of blocks of the validation split."""
@@ -175,6 +208,11 @@ class Trainer:
             "seed": self.config.seed,
             "eval_batches": self.config.eval_batches,
         }
+        # memory techniques that change the model, named only when used (older checkpoints stay resumable)
+        if self.config.param_dtype != "fp32":
+            identity["param_dtype"] = self.config.param_dtype
+        if self.config.sparsity:
+            identity["sparsity"] = self.config.sparsity
         return json.loads(json.dumps(identity, default=str))
 
     def _prepare_out_dir(self) -> None:
