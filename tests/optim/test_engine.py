@@ -176,3 +176,29 @@ def test_bfloat16_parameters_track_float64():
     for a, b in zip(low16, high):
         assert a.dtype == torch.bfloat16
         torch.testing.assert_close(a.double(), b, rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("stochastic_rounding", [False, True])
+def test_16_bit_parameters_are_updated_one_at_a_time(stochastic_rounding):
+    # the reference path's float32 copies (of a bfloat16 parameter, its gradient and its states) live for
+    # one parameter's update only: the step's temporaries do not grow with the number of parameters
+    from memopt.memory.tracker import LiveTensorTracker
+
+    count, shape = 12, (64, 64)
+    params = [torch.randn(shape).to(torch.bfloat16).requires_grad_() for _ in range(count)]
+    optimizer = memopt.SGD([{"params": params, "stochastic_rounding": stochastic_rounding}], lr=0.1, momentum=0.9)
+    for param in params:
+        param.grad = torch.randn(shape).to(torch.bfloat16)
+    optimizer.step()  # creates the momentum buffers
+    before = sum(p.untyped_storage().nbytes() for p in params)
+    with LiveTensorTracker() as tracker:
+        tracker.track(params, "parameters")
+        tracker.track([p.grad for p in params], "gradients")
+        tracker.mark_optimizer_state(optimizer)
+        optimizer.step()
+    summary = tracker.summary()
+    one_param_fp32 = 64 * 64 * 4
+    assert summary.maximum["parameters"] == before
+    # measured: 6.25 float32 copies of one parameter with stochastic rounding (working copy, gradient,
+    # momentum, update, rounding noise); 36 to 39 when every parameter's copies were made up front
+    assert summary.maximum["temporaries"] <= 8 * one_param_fp32

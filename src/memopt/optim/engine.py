@@ -26,6 +26,7 @@ as DTensors and the estimators combine partial results across the shard group (:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -208,57 +209,87 @@ class MemoptOptimizer(MemoptBase):
         use_kernel = use_fast and fused_adam_applies(group, _kind(momentum), _kind(second))
         kernel: list[ParamStep] = []
         fast: list[ParamStep] = []
-        reference: list[ParamStep] = []
+        reference: list[Callable[[], ParamStep]] = []
         first = group["params"][0] if group["params"] else None
         group_state = sharding.local_state(first, self.state[first]) if first is not None else {}
         for position, param in enumerate(group["params"]):
             if param.grad is None:
                 continue
             name = param_name(group, group_index, position, param)
-            grad = param.grad
-            if grad.is_sparse:
+            if param.grad.is_sparse:
                 raise ValueError(
                     f"{name} has a sparse gradient; memopt optimizers need dense gradients. Use "
                     "nn.Embedding(sparse=False), or torch.optim.SparseAdam for that parameter."
                 )
-            # a sharded parameter is updated through its local piece (sharing storage with the DTensor)
-            shard = sharding.spec_of(param)
-            grad = sharding.local(grad)
-            if not grad.is_contiguous():
-                # one canonical memory order, so that reductions and matmuls (and hence results) do not
-                # depend on the gradient's strides
-                grad = grad.contiguous()
             if "step" not in self.state[param]:
                 self._init_state(param, self.state[param], group)
             self.state[param]["step"] += 1
             state = sharding.local_state(param, self.state[param])
             piece = sharding.local(param)
-            eligible = use_fast and self._fast_eligible(piece, state)
-            cdtype = storage.compute_dtype(piece)
-            if not eligible:
-                grad = grad.to(cdtype)
-            work = piece if piece.dtype == cdtype else piece.to(cdtype)
-            ps = ParamStep(
-                piece, work, grad, state, state["step"], first_index + position, name, group_state, shard=shard
+            make = functools.partial(
+                self._param_step, param, piece, state, group, first_index + position, name, group_state
             )
-            if group["stochastic_rounding"]:
-                ps.rounding = rounding_generator(piece.device, ps.index, ps.step, shard.start)
+            if not (use_fast and self._fast_eligible(piece, state)):
+                reference.append(make)
+                continue
+            ps = make(cast_grad=False)
             # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors only
-            if use_kernel and not shard.sharded and adamw8bit.eligible(piece, grad, state):
+            if use_kernel and not ps.shard.sharded and adamw8bit.eligible(piece, ps.grad, state):
                 kernel.append(ps)
             else:
-                (fast if eligible else reference).append(ps)
+                fast.append(ps)
         if not fast and not reference and not kernel:
             return
         self._process_gradients(fast + kernel, group, foreach=True)
-        self._process_gradients(reference, group, foreach=False)
-        second.prepare_group(fast + reference + kernel, group)
+        # The reference path builds each parameter's compute-dtype copies (of a 16-bit parameter and its
+        # gradient) just before its update, so that the step's temporaries are one parameter's, not the
+        # group's; unless the second-moment estimator needs every gradient before the first update.
+        built: list[ParamStep | None] | None = None
+        if type(second).prepare_group is not SecondMomentEstimator.prepare_group:
+            built = [make() for make in reference]
+            self._process_gradients(built, group, foreach=False)
+        second.prepare_group(fast + kernel + (built or []), group)
         if kernel:
             adamw8bit.step(kernel, group)
         if fast:
             self._fast_update(fast, group, momentum, second)
-        for ps in reference:
+        for i, make in enumerate(reference):
+            if built is None:
+                ps = make()
+                self._process_gradients([ps], group, foreach=False)
+            else:
+                ps, built[i] = built[i], None  # dropped once updated
             self._reference_update(ps, group, momentum, second)
+
+    @staticmethod
+    def _param_step(
+        param: torch.Tensor,
+        piece: torch.Tensor,
+        state: dict,
+        group: dict,
+        index: int,
+        name: str,
+        group_state: dict,
+        *,
+        cast_grad: bool = True,
+    ) -> ParamStep:
+        """``param``'s inputs to this step: its local piece and gradient (in the compute dtype unless
+        ``cast_grad`` is False), in one canonical memory order."""
+        shard = sharding.spec_of(param)
+        # a sharded parameter is updated through its local piece (sharing storage with the DTensor)
+        grad = sharding.local(param.grad)
+        if not grad.is_contiguous():
+            # one canonical memory order, so that reductions and matmuls (and hence results) do not depend
+            # on the gradient's strides
+            grad = grad.contiguous()
+        cdtype = storage.compute_dtype(piece)
+        if cast_grad:
+            grad = grad.to(cdtype)
+        work = piece if piece.dtype == cdtype else piece.to(cdtype)
+        ps = ParamStep(piece, work, grad, state, state["step"], index, name, group_state, shard=shard)
+        if group["stochastic_rounding"]:
+            ps.rounding = rounding_generator(piece.device, ps.index, ps.step, shard.start)
+        return ps
 
     @staticmethod
     def _fast_eligible(param: torch.Tensor, state: dict) -> bool:
