@@ -70,7 +70,8 @@ def _top_singular_vectors(grad: torch.Tensor, rank: int, layout: str) -> torch.T
     """``rank x short`` orthonormal rows spanning the top-``rank`` singular subspace of the shorter side:
     right singular vectors of a tall ``grad``, left ones of a wide ``grad`` (one exact SVD of ``grad``)."""
     u, _, vh = torch.linalg.svd(grad, full_matrices=False)
-    return vh[:rank] if layout == "right" else u[:, :rank].T.contiguous()
+    # copies: a slice of vh would keep the whole short x short factor alive
+    return vh[:rank].clone() if layout == "right" else u[:, :rank].T.contiguous()
 
 
 def _randomized_right_singular_vectors(mat: torch.Tensor, rank: int, generator: torch.Generator) -> torch.Tensor:
