@@ -44,8 +44,9 @@ class CompactSparse(nn.Module):
         self.shape = torch.Size(shape)
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
+        # in place into the fresh zeros: one dense weight alive, not two
         dense = values.new_zeros(self.shape.numel())
-        return dense.index_put((self.indices,), values).view(self.shape)
+        return dense.index_put_((self.indices,), values).view(self.shape)
 
     def right_inverse(self, dense: torch.Tensor) -> torch.Tensor:
         return dense.reshape(-1)[self.indices]
