@@ -146,6 +146,9 @@ def test_state_shapes(proj_type, shape, momentum_shape, basis_key, basis_shape):
     state = optimizer.state[optimizer.param_groups[0]["params"][0]]
     assert tuple(state["sm_exp_avg"].shape) == momentum_shape
     assert tuple(state[basis_key].shape) == basis_shape
+    for value in (state["sm_exp_avg"], state[basis_key]):
+        # each state tensor owns exactly its bytes (a view of an SVD factor would keep the factor alive)
+        assert value.untyped_storage().nbytes() == value.numel() * value.element_size()
 
 
 def test_rank_is_clamped_with_a_warning():

@@ -70,8 +70,9 @@ def _top_singular_vectors(grad: torch.Tensor, rank: int, layout: str) -> torch.T
     """``rank x short`` orthonormal rows spanning the top-``rank`` singular subspace of the shorter side:
     right singular vectors of a tall ``grad``, left ones of a wide ``grad`` (one exact SVD of ``grad``)."""
     u, _, vh = torch.linalg.svd(grad, full_matrices=False)
-    # copies: a slice of vh would keep the whole short x short factor alive
-    return vh[:rank].clone() if layout == "right" else u[:, :rank].T.contiguous()
+    basis = vh[:rank] if layout == "right" else u[:, :rank].T  # (u comes column-major: .T is a view too)
+    # a copy: a view would keep the whole short x short factor alive
+    return basis.clone(memory_format=torch.contiguous_format)
 
 
 def _randomized_right_singular_vectors(mat: torch.Tensor, rank: int, generator: torch.Generator) -> torch.Tensor:
@@ -131,7 +132,8 @@ def build(
             norms = torch.linalg.vector_norm(grad, dim=dim)
         indices = torch.topk(norms, rank).indices
     else:
-        indices = torch.randperm(long, generator=generator, device=grad.device)[:rank]
+        # a copy of the first rank entries: a view would keep the whole permutation alive
+        indices = torch.randperm(long, generator=generator, device=grad.device)[:rank].clone()
     state["sm_indices"] = indices.to(torch.int64)
 
 
