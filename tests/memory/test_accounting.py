@@ -90,3 +90,21 @@ def test_state_memory_report_restores_the_model():
     assert all(p.grad is None for p in model.parameters())
     table = memopt.format_state_report(rows)
     assert "adamw_snsm" in table and "% of adamw" in table
+
+
+@pytest.mark.parametrize("name", ["meta_storm", "storm_plus", "quasar_agd", "nesterov_agd"])
+def test_state_memory_report_counts_closure_optimizers_as_a_real_step_does(name):
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    inputs, targets = torch.randn(4, 16), torch.randn(4, 8)
+    rows = memopt.state_memory_report(model, [name])
+    optimizer = memopt.build_optimizer(model, name)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert rows[1].name == name
+    assert rows[1].bytes == memopt.state_bytes(optimizer) > 0

@@ -96,7 +96,8 @@ def state_memory_report(
 ) -> list[StateMemoryRow]:
     """State bytes of each optimizer in ``names`` (and ``reference``) on ``model``, after one step.
 
-    One step with seeded random gradients creates every state, projector bases included; the model's
+    One step with seeded random gradients creates every state, projector bases included (optimizers that
+    need a closure, such as META-STORM, create theirs with ``prepare_state()`` instead); the model's
     parameters and gradients are restored afterwards. A model on the meta device is measured without
     allocating (its state tensors have real shapes and dtypes but no storage). ``hparams[name]`` are passed to
     ``build(model, name, **hparams[name])``, which defaults to ``memopt.build_optimizer``.
@@ -118,7 +119,12 @@ def state_memory_report(
                     p.grad = torch.empty_like(p)
                 else:
                     p.grad = torch.randn(p.shape, generator=generator).to(device=p.device, dtype=p.dtype)
-            optimizer.step()
+            if getattr(optimizer, "needs_closure", False):
+                # a closure would re-evaluate a model this function cannot run; the state a first step
+                # creates is created without one
+                optimizer.prepare_state()
+            else:
+                optimizer.step()
             measured[name] = state_bytes(optimizer)
             del optimizer
             with torch.no_grad():
