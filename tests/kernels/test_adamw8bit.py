@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 
 import memopt
 from memopt.kernels import adamw8bit
@@ -39,6 +40,21 @@ def _run(shape, *, kernel: bool, steps=12, block=256, threads=None, **hparams):
 
 def test_kernel_is_built_where_a_compiler_exists():
     assert adamw8bit.available()
+
+
+@pytest.mark.parametrize("make", [memopt.AdamW8bit, lambda ps: memopt.build_optimizer(nn.Linear(128, 64), "adamw8bit")])
+def test_the_engine_hands_8_bit_adamw_parameters_to_the_kernel(make, monkeypatch):
+    calls = []
+    original = adamw8bit.step
+    monkeypatch.setattr(adamw8bit, "step", lambda steps, group: (calls.append(len(steps)), original(steps, group)))
+    optimizer = make([torch.zeros(128, 64, requires_grad=True)])
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param.grad = torch.ones_like(param)
+    optimizer.step()
+    optimizer.step()
+    # every tensor of 4096 elements or more, in both steps (a 64-element bias keeps float32 moments)
+    assert calls == [1, 1]
 
 
 @pytest.mark.parametrize(

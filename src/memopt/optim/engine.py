@@ -229,15 +229,17 @@ class MemoptOptimizer(MemoptBase):
             make = functools.partial(
                 self._param_step, param, piece, state, group, first_index + position, name, group_state
             )
-            if not (use_fast and self._fast_eligible(piece, state)):
-                reference.append(make)
-                continue
-            ps = make(cast_grad=False)
             # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors only
-            if use_kernel and not ps.shard.sharded and adamw8bit.eligible(piece, ps.grad, state):
-                kernel.append(ps)
+            if (
+                use_kernel
+                and not sharding.spec_of(param).sharded
+                and adamw8bit.eligible(piece, sharding.local(param.grad), state)
+            ):
+                kernel.append(make())
+            elif use_fast and self._fast_eligible(piece, state):
+                fast.append(make(cast_grad=False))
             else:
-                fast.append(ps)
+                reference.append(make)
         if not fast and not reference and not kernel:
             return
         self._process_gradients(fast + kernel, group, foreach=True)
