@@ -65,6 +65,10 @@ def image_mixes() -> list[Mix]:
             "mb8 + ckpt + bf16-sr + sparsity 0.9",
             t(microbatches=8, checkpointing=True, precision="bf16-sr", sparsity=0.9),
         ),
+        Mix(
+            "mb16 + ckpt + bf16-sr + sparsity 0.9",
+            t(microbatches=16, checkpointing=True, precision="bf16-sr", sparsity=0.9),
+        ),
     ]
 
 
