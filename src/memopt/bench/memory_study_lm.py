@@ -53,6 +53,11 @@ def lm_mixes() -> list[LMMix]:
         LMMix("sparsity 0.5", sparsity=0.5),
         LMMix("adamw_snsm", optimizer="adamw_snsm"),
         LMMix("mb4 + ckpt + adamw_snsm", optimizer="adamw_snsm", grad_accum=4, checkpointing=True),
+        LMMix("mb4 + ckpt + bf16-sr", grad_accum=4, checkpointing=True, param_dtype="bf16-sr"),
+        LMMix(
+            "mb4 + ckpt + bf16-sr + adamw_snsm", optimizer="adamw_snsm", grad_accum=4, checkpointing=True,
+            param_dtype="bf16-sr",
+        ),
     ]  # fmt: skip
 
 
