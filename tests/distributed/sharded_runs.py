@@ -47,7 +47,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "adagrad_snsm": ("adagrad_snsm", {"lr": 1e-2, **_SM}),
     "rmsprop_sn": ("rmsprop_sn", {"lr": 1e-3}),
     # foreach=False: the torch path on every rank (the single-process default, a fused C kernel, rounds the
-    # parameter update differently by an ulp, and the kernel cannot take pieces of a sharded tensor)
+    # parameter update differently by an ulp, and it takes only shards made of whole blocks)
     "adamw8bit": ("adamw8bit", {"lr": 1e-2, "foreach": False}),
     "adamw_snsm8bit": ("adamw_snsm8bit", {"lr": 1e-2, **_SM}),
     "adagrad_norm": ("adagrad_norm", {"lr": 0.1, "momentum": 0.9}),
@@ -101,7 +101,8 @@ class Block(nn.Module):
 class Net(nn.Module):
     """A small language model whose shapes split unevenly over 2 ranks: matrices with odd row counts
     (tall and wide), one with a single row (rank 1 holds none of it), 8-bit-quantized matrices (>= 4096
-    elements) and a quantized 1-d tensor of 4223 elements whose halves cut an 8-bit block, plus an
+    elements) whose shard boundary falls inside an 8-bit block, a quantized 1-d tensor of 4223 elements
+    whose halves cut a block too, a square 64 x 64 matrix whose halves are whole blocks, plus an
     embedding, biases and norms.
 
     Every rank's first element sits at a multiple of 16 elements of its tensor: torch's CPU kernels
@@ -118,11 +119,14 @@ class Net(nn.Module):
         self.out = nn.Linear(64, VOCAB, bias=False)  # 11 x 64 (wide)
         self.head = nn.Linear(64, 1)  # 1 x 64
         self.table = nn.Parameter(torch.randn(4223) * 0.1)
+        # 64 x 64: 4096 elements, each rank 2048 of them = 8 whole 8-bit blocks of 256
+        self.square = nn.Parameter(torch.randn(64, 64) * 0.1)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.block2(self.block1(self.embed(ids)))
         next_token = nn.functional.cross_entropy(self.out(x).flatten(0, 1), ids.roll(-1, dims=1).flatten())
-        return next_token + 0.1 * self.head(x).square().mean() + 0.01 * (self.table * self.table.roll(1)).sum()
+        penalties = 0.01 * ((self.table * self.table.roll(1)).sum() + (self.square * self.square.roll(1, 0)).sum())
+        return next_token + 0.1 * self.head(x).square().mean() + penalties
 
 
 def make_model(seed: int) -> Net:
@@ -341,11 +345,49 @@ def collectives(rank: int, names: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def maxima_layouts(rank: int) -> dict[str, Any]:
+    """For each 8-bit state of ``adamw8bit`` (its default, the C kernel where it applies) on the sharded
+    test model: how its block maxima are laid out (the placements of the ``*_absmax`` DTensor), the local
+    shapes that the kernel updated in 2 steps, and whether the 64 x 64 matrix after 20 steps equals one
+    process's bit for bit (its loss term involves it alone, and the kernel updates it whole in one process
+    and by halves on 2 ranks)."""
+    from memopt.kernels import adamw8bit as kernel
+
+    config = ("adamw8bit", {"lr": 1e-2})
+    reference = make_model(0)
+    train(reference, build(reference, *config), range(STEPS))
+    model = shard(make_model(0))
+    optimizer = build(model, *config)
+    stepped: list[list[int]] = []
+    original = kernel.step
+
+    def recording_step(steps, group):
+        stepped.extend(list(ps.param.shape) for ps in steps)
+        return original(steps, group)
+
+    kernel.step = recording_step
+    try:
+        train(model, optimizer, range(2))
+    finally:
+        kernel.step = original
+    train(model, optimizer, range(2, STEPS))
+    square_exact = torch.equal(full(model.square.detach()), reference.square.detach())
+    names = {id(p): n for n, p in model.named_parameters()}
+    layouts = {
+        f"{names[id(p)]}:{key}": type(value.placements[0]).__name__
+        for p, entry in optimizer.state.items()
+        for key, value in entry.items()
+        if key.endswith("_absmax")
+    }
+    return {"layouts": layouts, "kernel_shapes": stepped, "square_exact": square_exact}
+
+
 def run_all(rank: int, world: int, names: list[str]) -> dict[str, Any]:
     """Every configuration in ``names`` (in one process group, so start-up is paid once), then the Grokfast
     runs and the error messages."""
     results: dict[str, Any] = {"errors": error_messages(rank, world)}
     results["collectives"] = collectives(rank, ["adamw", "adamw_sn", "adamw8bit", "adagrad_norm[global]"])
+    results["maxima_layouts"] = maxima_layouts(rank)
     for name, (settings, registry_name, hparams) in GROKFAST.items():
         results[name] = check_grokfast(rank, settings, registry_name, hparams)
     with tempfile.TemporaryDirectory() as tmp:

@@ -76,14 +76,27 @@ def test_unsupported_sharding_and_unsharded_state_are_clear_errors(measured):
     assert "plain tensor" in errors["plain_state"] and "torch.distributed.checkpoint" in errors["plain_state"]
 
 
+def test_8bit_maxima_are_cut_with_the_codes_where_each_shard_is_whole_blocks(measured):
+    """The square 64 x 64 matrix splits into whole blocks: its maxima are sharded (no communication); the
+    other quantized tensors have a block cut by the shard boundary: replicated maxima."""
+    layouts = measured["maxima_layouts"]["layouts"]
+    square = {f"square:{key}_absmax" for key in ("exp_avg", "exp_avg_sq")}
+    assert {k for k, v in layouts.items() if v == "Shard"} == square
+    assert len(layouts) == len(square) + 6 and set(layouts.values()) == {"Shard", "Replicate"}
+    # the C kernel takes exactly the shards made of whole blocks: rank 0's 32 x 64 half, in both steps
+    assert measured["maxima_layouts"]["kernel_shapes"] == [[32, 64], [32, 64]]
+    assert measured["maxima_layouts"]["square_exact"]  # 20 kernel steps by halves = 20 on the whole matrix
+
+
 def test_communication_per_step_is_what_docs_distributed_md_states(measured):
     """One ordinary step on the test model: AdamW none; Subset-Norm one all-reduce of n floats per wide
     matrix (64 x 69, 31 x 64, 11 x 64, 1 x 64: n = 69 + 64 + 64 + 64); 8-bit one all-reduce(MAX) of the
-    ceil(numel / 256) block maxima per quantized state (2 states of 4416, 4416 and 4223 elements);
-    AdaGrad-Norm over the model one all-reduce of a float per tensor (14 tensors)."""
+    ceil(numel / 256) block maxima per quantized state whose shard boundary cuts a block (2 states of 4416,
+    4416 and 4223 elements; none for the 64 x 64 matrix, whose halves are whole blocks); AdaGrad-Norm over
+    the model one all-reduce of a float per tensor (15 tensors)."""
     assert measured["collectives"] == {
         "adamw": [0, 0],
         "adamw_sn": [4, 4 * (69 + 64 + 64 + 64)],
         "adamw8bit": [6, 4 * 2 * (18 + 18 + 17)],
-        "adagrad_norm[global]": [1, 4 * 14],
+        "adagrad_norm[global]": [1, 4 * 15],
     }

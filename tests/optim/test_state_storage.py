@@ -180,3 +180,22 @@ def test_stochastic_rounding_is_validated_and_reaches_build_optimizer():
     assert all(g["stochastic_rounding"] for g in optimizer.param_groups)
     with pytest.raises(ValueError, match=r"Invalid stochastic_rounding: 'yes'. stochastic_rounding must be True"):
         memopt.AdamW([{"params": model.parameters(), "stochastic_rounding": "yes"}])
+
+
+@pytest.mark.parametrize(
+    ("shape", "ranks", "expected"),
+    [
+        ((512, 512), 2, True),  # LLaMA-60M attention: 256 rows x 512 = 512 blocks a rank
+        ((1376, 512), 8, True),  # the MLP's up projection: 172 rows a rank
+        ((512, 1376), 4, True),  # down: 128 rows x 1376 = 688 blocks a rank (a block spans rows)
+        ((512, 512), 3, True),  # 171, 171, 170 rows: 342, 342, 340 blocks, as the maxima's own chunks
+        ((64, 64), 2, True),
+        ((64, 64), 3, False),  # 22 rows x 64 = 1408 elements: 5.5 blocks
+        ((69, 64), 2, False),  # 35 rows end inside block 8
+        ((4223,), 2, False),  # not whole blocks at all
+        ((512, 512), 1, False),  # one rank: nothing is sharded
+        ((8, 4096), 16, False),  # 8 ranks hold a row (16 blocks) each, but 16 chunks of maxima hold 8
+    ],
+)
+def test_blocks_follow_shards_where_every_rank_holds_whole_blocks(shape, ranks, expected):
+    assert storage.blocks_follow_shards(shape, 256, ranks) is expected

@@ -9,10 +9,12 @@ gradient is a ``DTensor`` cut the same way. memopt's optimizers compute on the *
 
 * **row-sharded**: its dim 0 runs over the parameter's dim 0 (momentum, Adam's second moment, a
   Subset-Norm accumulator per row, Subspace-Momentum's ``m x r`` momentum, 8-bit codes), so it is cut
-  exactly like the parameter and every rank updates its rows without communication;
+  exactly like the parameter and every rank updates its rows without communication; also the 8-bit
+  block maxima of a state whose shards are whole blocks, cut by :meth:`ShardSpec.chunk`;
 * **replicated**: every rank holds it whole and keeps it identical (a Subset-Norm accumulator per column,
   AdaGrad-Norm's scalar, Adafactor's column statistics, extreme-tensoring mode vectors, projector bases,
-  8-bit block maxima), updated from partial sums that :meth:`ShardSpec.all_reduce` combines.
+  the 8-bit block maxima of a state whose shard boundary cuts a block), updated from partial sums that
+  :meth:`ShardSpec.all_reduce` combines.
 
 Decisions that shape the math (Subset-Norm's subsets, the projector side, which tensors are quantized) are
 taken from the parameter's **global** shape (:attr:`ShardSpec.shape`), never from the local piece, so
@@ -64,6 +66,11 @@ class ShardSpec:
         return self.group is not None
 
     @property
+    def group_size(self) -> int:
+        """The number of ranks dim 0 is cut over (1 when this rank holds the whole tensor)."""
+        return 1 if self.group is None else dist.get_world_size(self.group)
+
+    @property
     def numel(self) -> int:
         """Elements of the whole tensor."""
         return math.prod(self.shape)
@@ -101,17 +108,25 @@ class ShardSpec:
         """Whether this rank is the one whose results :meth:`broadcast` distributes."""
         return self.group is None or dist.get_rank(self.group) == 0
 
+    def chunk(self, length: int) -> tuple[int, int]:
+        """This rank's indices ``[start, stop)`` of a dim 0 of ``length`` cut over the shard group as
+        DTensor's ``Shard(0)`` and FSDP2 cut it (``torch.chunk``'s sizes); for the parameter's own rows,
+        ``(self.start, self.stop)``."""
+        if self.group is None:
+            return 0, length
+        piece = -(-length // self.group_size)
+        index = dist.get_rank(self.group)
+        start = min(index * piece, length)
+        return start, min(start + piece, length)
+
     def local_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """The local piece's shape of a row-sharded tensor of global ``shape``."""
+        """The local piece's shape of a tensor of global ``shape`` whose dim 0 is cut like the parameter's
+        (the parameter's rows for a state of its row count, :meth:`chunk` of any other length)."""
         shape = tuple(shape)
         if self.mesh is None or not shape or not self.sharded:
             return shape
-        if shape[0] != self.shape[0]:
-            raise ValueError(
-                f"internal error: a row-sharded state of shape {shape} must have the parameter's "
-                f"{self.shape[0]} rows on dim 0"
-            )
-        return (self.stop - self.start, *shape[1:])
+        start, stop = (self.start, self.stop) if shape[0] == self.shape[0] else self.chunk(shape[0])
+        return (stop - start, *shape[1:])
 
     def wrap(self, local: torch.Tensor, shape: Sequence[int], *, sharded: bool) -> torch.Tensor:
         """``local`` as a DTensor of global ``shape`` on this parameter's mesh (row-sharded like the
@@ -202,9 +217,10 @@ def zeros(
     sharded: bool,
     fill: float | int = 0,
 ) -> torch.Tensor:
-    """A new state tensor for ``param`` of global ``shape`` filled with ``fill``: row-sharded like the
-    parameter (``sharded=True``, dim 0 of ``shape`` must be the parameter's) or replicated, allocated on
-    the parameter's device. A plain tensor when ``param`` is one."""
+    """A new state tensor for ``param`` of global ``shape`` filled with ``fill``: cut on dim 0 like the
+    parameter (``sharded=True``: the parameter's rows when dim 0 is its row count, else
+    :meth:`ShardSpec.chunk`) or replicated, allocated on the parameter's device. A plain tensor when
+    ``param`` is one."""
     spec = spec_of(param)
     piece = spec.local_shape(shape) if sharded else tuple(shape)
     value = torch.full(piece, fill, dtype=dtype, device=local(param).device)

@@ -20,11 +20,17 @@ always held in float32, or the parameter's dtype if wider: a bfloat16 sum stops 
 Sharded parameters (:mod:`.sharding`): every state is created row-sharded like the parameter or
 replicated (``sharded=``), as a DTensor, and :func:`load` / :func:`store` work on the local piece. Which
 states are quantized is decided from the *global* element count, and the 8-bit blocks are those of the
-whole state read flat (bitsandbytes' layout, identical on any number of ranks): a row-sharded state keeps
-its codes cut like the parameter and the block maxima of the whole tensor replicated on every rank. A
-block cut by a shard boundary takes the ``MAX`` of both pieces, so each store of a sharded 8-bit state
-costs one ``all_reduce(MAX)`` of ``ceil(numel / block)`` float32 maxima, and its codes equal the
-unsharded ones bit for bit.
+whole state read flat (bitsandbytes' layout, identical on any number of ranks), so a sharded state's codes
+equal the unsharded ones bit for bit. A row-sharded 8-bit state keeps its codes cut like the parameter;
+its block maxima are laid out in one of two ways, chosen from the global shape and the shard count
+(:func:`blocks_follow_shards`):
+
+* every rank's piece is made of whole blocks (the usual case: LLaMA's matrices over 2, 4 or 8 ranks):
+  the maxima are cut on dim 0 too, each rank quantizes its piece alone and keeps only its own maxima, and
+  no block straddles a shard: no communication;
+* otherwise (a shard boundary inside a block) the maxima of the whole tensor are replicated, and a cut
+  block takes the ``MAX`` of both pieces: each store costs one ``all_reduce(MAX)`` of
+  ``ceil(numel / block)`` float32 maxima.
 
 Computation always runs in :func:`compute_dtype` of the parameter: float32 for 16-bit parameters, the
 parameter's own dtype otherwise.
@@ -84,8 +90,9 @@ def create(
         signed = not non_negative
         zero_code = int(torch.searchsorted(quantization.dynamic_map(signed), 0.0))
         state[key] = sharding.zeros(param, shape, torch.uint8, sharded=sharded, fill=zero_code)
+        own_blocks = sharded and blocks_follow_shards(shape, block, sharding.spec_of(param).group_size)
         state[key + "_absmax"] = sharding.zeros(
-            param, (quantization.num_blocks(numel, block),), torch.float32, sharded=False
+            param, (quantization.num_blocks(numel, block),), torch.float32, sharded=own_blocks
         )
         state[key + "_qmap"] = f"{'signed' if signed else 'unsigned'}/{block}"
         if fill != 0 and param.device.type != "meta":
@@ -96,6 +103,20 @@ def create(
     if storage == "8bit":
         dtype = torch.float32
     state[key] = sharding.zeros(param, shape, dtype, sharded=sharded, fill=fill)
+
+
+def blocks_follow_shards(shape: tuple[int, ...], block: int, ranks: int) -> bool:
+    """Whether, with dim 0 of ``shape`` cut over ``ranks`` ranks as FSDP2 cuts it (``torch.chunk``'s
+    sizes), every rank's piece is made of whole ``block``-element blocks, and exactly the blocks that the
+    same cut of the ``numel / block`` block maxima gives that rank. Then each rank quantizes its piece on
+    its own, with its own slice of the maxima."""
+    numel = math.prod(shape)
+    if ranks <= 1 or not shape or numel == 0 or numel % block:
+        return False
+    rows, blocks = shape[0], numel // block
+    row_numel = numel // rows
+    rows_per, blocks_per = -(-rows // ranks), -(-blocks // ranks)
+    return all(min(r * rows_per, rows) * row_numel == min(r * blocks_per, blocks) * block for r in range(ranks))
 
 
 def _quant_format(state: MutableMapping, key: str) -> tuple[bool, int]:
@@ -125,8 +146,8 @@ def _local_maxima(state: MutableMapping, key: str, codes: torch.Tensor, block: i
     """The stored maxima of the blocks the local codes overlap, and the codes' flat position."""
     absmax = sharding.local(state[key + "_absmax"])
     spec = sharding.state_spec(state, key)
-    if not spec.sharded:
-        return absmax, 0
+    if not spec.sharded or sharding.state_spec(state, key + "_absmax").sharded:
+        return absmax, 0  # the whole tensor, or a piece of whole blocks with its own maxima
     start = spec.flat_start
     first = start // block
     count = quantization.num_blocks(start % block + codes.numel(), block) if codes.numel() else 0
@@ -150,7 +171,8 @@ def store(
         signed, block = _quant_format(state, key)
         spec = sharding.state_spec(state, key)
         full_absmax = sharding.local(state[key + "_absmax"])
-        if not spec.sharded:
+        if not spec.sharded or sharding.state_spec(state, key + "_absmax").sharded:
+            # the whole tensor, or a piece of whole blocks with its own maxima: quantized on its own
             _, absmax = quantization.quantize_blockwise(value, signed=signed, block_size=block, out=stored)
             full_absmax.copy_(absmax)
             return

@@ -27,7 +27,7 @@ as DTensors and the estimators combine partial results across the shard group (:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import torch
@@ -99,6 +99,15 @@ def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEsti
     if second_type == "subset_norm" and group.get("subset_size") is None:
         second_type = "coordinate"
     return MOMENTUM_ESTIMATORS[momentum_type], SECOND_MOMENT_ESTIMATORS[second_type]
+
+
+def _blocks_start_at_the_piece(param: torch.Tensor, state: MutableMapping) -> bool:
+    """Whether the 8-bit blocks of ``param``'s moments start at its local piece's first element: a whole
+    tensor, or a shard made of whole blocks, whose block maxima are sharded with it
+    (:func:`memopt.components.storage.blocks_follow_shards`)."""
+    if not sharding.spec_of(param).sharded:
+        return True
+    return all(sharding.state_spec(state, key).sharded for key in ("exp_avg_absmax", "exp_avg_sq_absmax"))
 
 
 class MemoptOptimizer(MemoptBase):
@@ -229,11 +238,12 @@ class MemoptOptimizer(MemoptBase):
             make = functools.partial(
                 self._param_step, param, piece, state, group, first_index + position, name, group_state
             )
-            # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors only
+            # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors, or shards
+            # made of whole blocks (their block maxima are sharded with them)
             if (
                 use_kernel
-                and not sharding.spec_of(param).sharded
                 and adamw8bit.eligible(piece, sharding.local(param.grad), state)
+                and _blocks_start_at_the_piece(param, state)
             ):
                 kernel.append(make())
             elif use_fast and self._fast_eligible(piece, state):
