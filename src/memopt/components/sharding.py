@@ -342,6 +342,13 @@ def check_loaded_layout(template: dict, state: dict, name: str) -> None:
             )
 
 
+def blocks_overlapped(start: int, count: int, block: int) -> slice:
+    """The indices of the ``block``-element blocks (cut from element 0 of a flat tensor) that its ``count``
+    elements from flat position ``start`` overlap."""
+    first = start // block
+    return slice(first, first + (-(-(start % block + count) // block) if count else 0))
+
+
 def flat_blocks(flat: torch.Tensor, block: int, start: int) -> tuple[int, torch.Tensor]:
     """The fixed-size blocks that a piece of a flat tensor overlaps.
 
@@ -350,10 +357,10 @@ def flat_blocks(flat: torch.Tensor, block: int, start: int) -> tuple[int, torch.
     first block overlapped and ``flat`` zero-padded to whole blocks, viewed as ``(blocks, block)``; the
     first and last rows hold only this rank's part of a block that a shard boundary cuts.
     """
-    n = flat.numel()
-    lead = start % block
-    blocks = -(-(lead + n) // block) if n else 0
-    return start // block, torch.nn.functional.pad(flat, (lead, blocks * block - n - lead)).view(blocks, block)
+    n, lead = flat.numel(), start % block
+    window = blocks_overlapped(start, n, block)
+    blocks = window.stop - window.start
+    return window.start, torch.nn.functional.pad(flat, (lead, blocks * block - n - lead)).view(blocks, block)
 
 
 def unblock(blocks: torch.Tensor, start: int, n: int) -> torch.Tensor:

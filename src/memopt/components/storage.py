@@ -142,16 +142,19 @@ def load(state: MutableMapping, key: str, dtype: torch.dtype, fresh: dict | None
     return stored if stored.dtype == dtype else stored.to(dtype)
 
 
+def _quantized_alone(state: MutableMapping, key: str) -> bool:
+    """Whether the local codes of the 8-bit state ``key`` are quantized on their own: the whole tensor, or
+    a piece of whole blocks that holds its own maxima (:func:`blocks_follow_shards`)."""
+    return not sharding.state_spec(state, key).sharded or sharding.state_spec(state, key + "_absmax").sharded
+
+
 def _local_maxima(state: MutableMapping, key: str, codes: torch.Tensor, block: int) -> tuple[torch.Tensor, int]:
     """The stored maxima of the blocks the local codes overlap, and the codes' flat position."""
     absmax = sharding.local(state[key + "_absmax"])
-    spec = sharding.state_spec(state, key)
-    if not spec.sharded or sharding.state_spec(state, key + "_absmax").sharded:
-        return absmax, 0  # the whole tensor, or a piece of whole blocks with its own maxima
-    start = spec.flat_start
-    first = start // block
-    count = quantization.num_blocks(start % block + codes.numel(), block) if codes.numel() else 0
-    return absmax[first : first + count], start
+    if _quantized_alone(state, key):
+        return absmax, 0
+    start = sharding.state_spec(state, key).flat_start
+    return absmax[sharding.blocks_overlapped(start, codes.numel(), block)], start
 
 
 def store(
@@ -169,20 +172,19 @@ def store(
     stored = sharding.local(state[key])
     if stored.dtype == torch.uint8:
         signed, block = _quant_format(state, key)
-        spec = sharding.state_spec(state, key)
         full_absmax = sharding.local(state[key + "_absmax"])
-        if not spec.sharded or sharding.state_spec(state, key + "_absmax").sharded:
-            # the whole tensor, or a piece of whole blocks with its own maxima: quantized on its own
+        if _quantized_alone(state, key):
             _, absmax = quantization.quantize_blockwise(value, signed=signed, block_size=block, out=stored)
             full_absmax.copy_(absmax)
             return
+        spec = sharding.state_spec(state, key)
         start = spec.flat_start
-        maxima = quantization.block_maxima(value, block_size=block, start=start)
-        first = start // block
-        full_absmax.zero_()[first : first + maxima.numel()] = maxima
+        window = sharding.blocks_overlapped(start, value.numel(), block)
+        full_absmax.zero_()[window] = quantization.block_maxima(value, block_size=block, start=start)
         spec.all_reduce(full_absmax, op=sharding.MAX)  # whole-block maxima of blocks cut by a shard boundary
-        absmax = full_absmax[first : first + maxima.numel()]
-        quantization.quantize_blockwise(value, signed=signed, block_size=block, out=stored, start=start, absmax=absmax)
+        quantization.quantize_blockwise(
+            value, signed=signed, block_size=block, out=stored, start=start, absmax=full_absmax[window]
+        )
     elif rounding is not None and stored.dtype == torch.bfloat16 and value.dtype != torch.bfloat16:
         stochastic_round_to_bfloat16(value, rounding, out=stored)
     elif value is not stored:

@@ -163,8 +163,8 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
         """A chunked parameter's denominators spread over its local elements (flat)."""
         b = self._partition(ps.shape, group)[0][1]
         n, start = ps.grad.numel(), ps.shard.flat_start
-        first, count = start // b, (-(-(start % b + n) // b) if n else 0)
-        return sharding.unblock(denom[first : first + count].expand(count, b), start, n)
+        window = sharding.blocks_overlapped(start, n, b)
+        return sharding.unblock(denom[window].expand(window.stop - window.start, b), start, n)
 
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
         b = self._partition(ps.shape, group)[0][1]

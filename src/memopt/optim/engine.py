@@ -101,11 +101,11 @@ def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEsti
     return MOMENTUM_ESTIMATORS[momentum_type], SECOND_MOMENT_ESTIMATORS[second_type]
 
 
-def _blocks_start_at_the_piece(param: torch.Tensor, state: MutableMapping) -> bool:
-    """Whether the 8-bit blocks of ``param``'s moments start at its local piece's first element: a whole
-    tensor, or a shard made of whole blocks, whose block maxima are sharded with it
-    (:func:`memopt.components.storage.blocks_follow_shards`)."""
-    if not sharding.spec_of(param).sharded:
+def _blocks_start_at_the_piece(shard: sharding.ShardSpec, state: MutableMapping) -> bool:
+    """Whether the 8-bit blocks of a parameter's moments start at its local piece's first element (``shard``
+    says where the piece sits): a whole tensor, or a shard made of whole blocks, whose block maxima are
+    sharded with it (:func:`memopt.components.storage.blocks_follow_shards`)."""
+    if not shard.sharded:
         return True
     return all(sharding.state_spec(state, key).sharded for key in ("exp_avg_absmax", "exp_avg_sq_absmax"))
 
@@ -234,16 +234,16 @@ class MemoptOptimizer(MemoptBase):
                 self._init_state(param, self.state[param], group)
             self.state[param]["step"] += 1
             state = sharding.local_state(param, self.state[param])
-            piece = sharding.local(param)
+            piece, shard = sharding.local(param), sharding.spec_of(param)
             make = functools.partial(
-                self._param_step, param, piece, state, group, first_index + position, name, group_state
+                self._param_step, param, piece, shard, state, group, first_index + position, name, group_state
             )
             # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors, or shards
             # made of whole blocks (their block maxima are sharded with them)
             if (
                 use_kernel
                 and adamw8bit.eligible(piece, sharding.local(param.grad), state)
-                and _blocks_start_at_the_piece(param, state)
+                and _blocks_start_at_the_piece(shard, state)
             ):
                 kernel.append(make())
             elif use_fast and self._fast_eligible(piece, state):
@@ -277,6 +277,7 @@ class MemoptOptimizer(MemoptBase):
     def _param_step(
         param: torch.Tensor,
         piece: torch.Tensor,
+        shard: sharding.ShardSpec,
         state: dict,
         group: dict,
         index: int,
@@ -286,8 +287,7 @@ class MemoptOptimizer(MemoptBase):
         cast_grad: bool = True,
     ) -> ParamStep:
         """``param``'s inputs to this step: its local piece and gradient (in the compute dtype unless
-        ``cast_grad`` is False), in one canonical memory order."""
-        shard = sharding.spec_of(param)
+        ``cast_grad`` is False), in one canonical memory order; ``shard`` says where the piece sits."""
         # a sharded parameter is updated through its local piece (sharing storage with the DTensor)
         grad = sharding.local(param.grad)
         if not grad.is_contiguous():
