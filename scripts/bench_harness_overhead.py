@@ -3,7 +3,7 @@
 Both loops train the same freshly initialised model (same preset and seed) on the same batches (the
 harness's tokenized data, the same block order) with the same registry optimizer and gradient clipping.
 The bare loop is forward, backward, ``clip_grad_norm_``, ``step``, ``zero_grad`` and nothing else; the
-harness loop is :meth:`memopt.train.loop.Trainer.run` with everything it does per step (LR schedule, loss
+harness loop is :meth:`memopt.harness.train.loop.Trainer.run` with everything it does per step (LR schedule, loss
 and gradient-norm checks, JSON Lines metrics, limit checks, progress-bar bookkeeping), with checkpoints
 off.
 
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from memopt.train import optimizers as opt_lib
-from memopt.train.config import make_config
-from memopt.train.data import TokenBatches, prepare_data
-from memopt.train.loop import Trainer
-from memopt.train.metrics import METRICS_NAME, read_metrics
-from memopt.train.models import build_model, model_config
+from memopt.harness.train import optimizers as opt_lib
+from memopt.harness.train.config import make_config
+from memopt.harness.train.data import TokenBatches, prepare_data
+from memopt.harness.train.loop import Trainer
+from memopt.harness.train.metrics import METRICS_NAME, read_metrics
+from memopt.harness.train.models import build_model, model_config
 
 
 def bare_loop(config, data, steps: int) -> tuple[float, float]:

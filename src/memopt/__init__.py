@@ -9,7 +9,6 @@ from memopt.accelerated import (
     ASGD,
     NAGGS,
     FourParameterASGD,
-    Grokfast,
     MetaSTORM,
     NesterovAGD,
     QuasarAGD,
@@ -17,7 +16,6 @@ from memopt.accelerated import (
     effective_lr,
     naggs_optimal_step,
 )
-from memopt.memory.accounting import format_state_report, state_bytes, state_bytes_per_rank, state_memory_report
 from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
@@ -31,8 +29,11 @@ from memopt.optim.presets import (
     AdamWSNSM8bit,
     RMSPropSN,
 )
-from memopt.optim.registry import build_optimizer, list_optimizers, recommended_hparams
 from memopt.optim.tensoring import ETAdaGrad, ETAdam
+from memopt.registry.reports import format_state_report, state_memory_report
+from memopt.registry.specs import build_optimizer, list_optimizers, recommended_hparams
+from memopt.state.accounting import state_bytes, state_bytes_per_rank
+from memopt.wrappers import Grokfast
 
 __version__ = "0.1.0"
 

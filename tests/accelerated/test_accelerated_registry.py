@@ -8,7 +8,7 @@ from tests.helpers import Tiny
 from torch import nn
 
 import memopt
-from memopt.optim.registry import accepted_hparams, recommended_hparams
+from memopt.registry.specs import accepted_hparams, recommended_hparams
 
 NAMES = ["nag_gs", "meta_storm", "storm_plus", "quasar_agd", "nesterov_agd", "asgd"]
 CLOSURE_NAMES = {"meta_storm", "storm_plus", "quasar_agd", "nesterov_agd"}

@@ -7,8 +7,8 @@ import torch
 from tests.helpers import make_grads, make_params, run, save_and_reload
 
 from memopt.accelerated.asgd import ASGD, FourParameterASGD, accsgd_to_four_parameter
-from memopt.experiments.asgd import checkpoints, risks
-from memopt.problems.quadratic import Quadratic
+from memopt.harness.experiments.asgd import checkpoints, risks
+from memopt.harness.problems.quadratic import Quadratic
 
 
 def quadratic_run(make, problem: Quadratic, steps: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from tests.helpers import make_grads, make_params, run, save_and_reload
 
 import memopt
 from memopt.accelerated.nag_gs import NAGGS, heavy_ball_coefficients, optimal_step, stability_limit
-from memopt.problems.quadratic import Quadratic
+from memopt.harness.problems.quadratic import Quadratic
 
 MU, L = 1e-3, 1.0
 

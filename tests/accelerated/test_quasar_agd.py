@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from memopt.accelerated.quasar_agd import NesterovAGD, QuasarAGD, binary_line_search, next_omega
-from memopt.experiments.common import loglog_slope
-from memopt.experiments.quasar import agd_evaluations, gd_evaluations, log_spaced_quadratic
-from memopt.problems.quadratic import Quadratic
-from memopt.problems.quasar import bump_problem, log_spaced, sine_problem
+from memopt.harness.experiments.common import loglog_slope
+from memopt.harness.experiments.quasar import agd_evaluations, gd_evaluations, log_spaced_quadratic
+from memopt.harness.problems.quadratic import Quadratic
+from memopt.harness.problems.quasar import bump_problem, log_spaced, sine_problem
 
 
 @pytest.fixture(scope="module")

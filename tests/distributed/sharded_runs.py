@@ -331,7 +331,7 @@ def error_messages(rank: int, world: int) -> dict[str, str]:
 
 def collectives(rank: int, names: list[str]) -> dict[str, list[int]]:
     """The collectives (count, bytes this rank put in) of one ordinary FSDP2 step of each optimizer."""
-    from memopt.bench.collectives import CollectiveBytes
+    from memopt.harness.bench.collectives import CollectiveBytes
 
     out = {}
     for name in names:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.distributed.spawn import free_port
 
-from memopt.train.metrics import METRICS_NAME, read_metrics
+from memopt.harness.train.metrics import METRICS_NAME, read_metrics
 
 pytestmark = pytest.mark.distributed
 
@@ -32,7 +32,7 @@ def memopt_train(args: list[str], *, processes: int) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
     launcher += ["--master_addr", "127.0.0.1", "--master_port", str(free_port())]
-    command = [*launcher, "-m", "memopt.cli"] if processes > 1 else [sys.executable, "-m", "memopt.cli"]
+    command = [*launcher, "-m", "memopt.harness.cli"] if processes > 1 else [sys.executable, "-m", "memopt.harness.cli"]
     done = subprocess.run([*command, *ARGS, *args], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import memopt
-from memopt.components import quantization, storage
+from memopt.state import quantization, storage
 
 bnb = pytest.importorskip("bitsandbytes", reason="bitsandbytes is in the dev extras: pip install -e '.[dev]'")
 

@@ -8,8 +8,8 @@ from tests.helpers import make_grads, make_params, run
 from tests.reference import naive
 
 import memopt
-from memopt.components import projectors
-from memopt.components.subspace_momentum import projector_seed
+from memopt.estimators import projectors
+from memopt.estimators.subspace_momentum import projector_seed
 
 STEPS = 30
 

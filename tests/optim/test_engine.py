@@ -182,7 +182,7 @@ def test_bfloat16_parameters_track_float64():
 def test_16_bit_parameters_are_updated_one_at_a_time(stochastic_rounding):
     # the reference path's float32 copies (of a bfloat16 parameter, its gradient and its states) live for
     # one parameter's update only: the step's temporaries do not grow with the number of parameters
-    from memopt.memory.tracker import LiveTensorTracker
+    from memopt.harness.memory.tracker import LiveTensorTracker
 
     count, shape = 12, (64, 64)
     params = [torch.randn(shape).to(torch.bfloat16).requires_grad_() for _ in range(count)]

@@ -11,7 +11,7 @@ from tests.helpers import assert_all_close, make_grads, make_params, run, save_a
 from torch import nn
 
 import memopt
-from memopt.components.extreme_tensoring import from_modes, tensor_index, to_modes
+from memopt.estimators.extreme_tensoring import from_modes, tensor_index, to_modes
 
 SHAPES = [(12, 5), (7,), (3, 4, 2), (), (37, 3)]  # (7,) and (37, 3) need padding at order 3
 

@@ -7,7 +7,7 @@ import torch
 from tests.helpers import Tiny
 
 import memopt
-from memopt.optim.registry import accepted_hparams, recommended_hparams
+from memopt.registry.specs import accepted_hparams, recommended_hparams
 
 ISSUE_NAMES = ["adamw", "adamw_sn", "adamw_snsm", "adagrad_sn", "adagrad_snsm", "rmsprop_sn", "adagrad_norm"]
 BASELINES = ["sgd", "adagrad", "rmsprop", "adam"]

@@ -7,7 +7,7 @@ import torch
 from tests.helpers import make_grads, make_params, run, save_and_reload
 
 import memopt
-from memopt.components import storage
+from memopt.state import storage
 
 
 def _adamw_pair(shape, steps=100, lr=1e-3, seed=0):

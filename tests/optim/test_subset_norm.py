@@ -9,7 +9,7 @@ import torch
 from tests.helpers import assert_all_close, make_grads, make_params, run
 
 import memopt
-from memopt.components.subset_norm import effective_subset_size, subset_partition
+from memopt.estimators.subset_norm import effective_subset_size, subset_partition
 
 SHAPES = [(6, 4), (3, 9), (5,), (2, 3, 4)]
 

@@ -7,7 +7,7 @@ import torch
 from tests.helpers import assert_all_close, make_grads, make_params, run
 
 import memopt
-from memopt.components import projectors
+from memopt.estimators import projectors
 
 PROJ_TYPES = ["svd", "randomized", "topk", "uniform"]
 

@@ -1,4 +1,4 @@
-"""Accelerated and variance-reduced optimizers, and the Grokfast gradient filter.
+"""Accelerated and variance-reduced optimizers.
 
 * :class:`NAGGS` — NAG-GS (arXiv 2209.14937), gamma updated or fixed; :func:`naggs_optimal_step`.
 * :class:`MetaSTORM`, :class:`STORMPlus` — adaptive STORM variance reduction (arXiv 2209.14853,
@@ -6,14 +6,12 @@
 * :class:`QuasarAGD`, :class:`NesterovAGD` — AGD for quasar-convex functions with its line search
   (arXiv 1906.11985) and its gamma = 1 case; closure-based, deterministic.
 * :class:`ASGD`, :class:`FourParameterASGD` — accelerated SGD for least squares (arXiv 1704.08227).
-* :class:`Grokfast` — EMA / moving-average gradient filter for any optimizer (arXiv 2405.20233).
 * :func:`effective_lr` — the SGD learning rate that small-lr SGD with momentum matches (arXiv 2307.15196).
 
 Optimizers with ``needs_closure = True`` must be stepped as ``optimizer.step(closure)``.
 """
 
 from memopt.accelerated.asgd import ASGD, FourParameterASGD, accsgd_to_four_parameter
-from memopt.accelerated.grokfast import Grokfast
 from memopt.accelerated.momentum import effective_lr
 from memopt.accelerated.nag_gs import NAGGS, heavy_ball_coefficients
 from memopt.accelerated.nag_gs import optimal_step as naggs_optimal_step
@@ -25,7 +23,6 @@ __all__ = [
     "ASGD",
     "NAGGS",
     "FourParameterASGD",
-    "Grokfast",
     "MetaSTORM",
     "NesterovAGD",
     "QuasarAGD",

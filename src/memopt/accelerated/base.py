@@ -7,7 +7,7 @@ and gets the list of parameters with gradients (dense ones only, named in errors
 
 Sharded parameters (FSDP2 DTensors): the updates are elementwise, so each rank updates its local piece of
 the parameter and of its state (DTensors cut like the parameter); the few global scalars (norms, inner
-products) are all-reduced over the shard group (:mod:`memopt.components.sharding`).
+products) are all-reduced over the shard group (:mod:`memopt.state.sharding`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from memopt.components import sharding
 from memopt.optim.base import MemoptBase, param_name
+from memopt.state import sharding
 
 #: a state entry that is a Python number (or a 0-d tensor) rather than a tensor shaped like something
 SCALAR = "scalar"

@@ -8,7 +8,7 @@ experiment (``memopt experiment momentum``) measures how close the two stay.
 
 from __future__ import annotations
 
-from memopt.optim.validation import check_fraction, check_non_negative
+from memopt.validation import check_fraction, check_non_negative
 
 
 def effective_lr(lr: float, momentum: float, dampening: float = 0.0) -> float:

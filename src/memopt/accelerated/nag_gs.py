@@ -32,9 +32,9 @@ import torch
 
 from memopt.accelerated.base import SCALAR, AcceleratedBase
 from memopt.accelerated.closure import evaluate
-from memopt.components import sharding
-from memopt.components.storage import compute_dtype
-from memopt.optim.validation import check_non_negative, check_positive
+from memopt.state import sharding
+from memopt.state.storage import compute_dtype
+from memopt.validation import check_non_negative, check_positive
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
 

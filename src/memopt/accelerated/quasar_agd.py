@@ -51,8 +51,8 @@ import torch
 
 from memopt.accelerated.base import SCALAR, AcceleratedBase
 from memopt.accelerated.closure import evaluate, gradients, missing_closure_error
-from memopt.components import sharding
-from memopt.optim.validation import check_non_negative, check_positive, check_positive_int
+from memopt.state import sharding
+from memopt.validation import check_non_negative, check_positive, check_positive_int
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
 

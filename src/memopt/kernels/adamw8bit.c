@@ -1,6 +1,6 @@
 /*
  * One AdamW step over float32 parameters whose two moments are stored as 8-bit block-wise dynamic codes
- * (memopt.components.quantization), fused into a single pass over memory.
+ * (memopt.state.quantization), fused into a single pass over memory.
  *
  * Written by hand because no maintained library ships a fused CPU kernel for this update that is
  * competitive: torch has fused kernels only for float32 state, and the 8-bit peers run several passes.
@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* the bucket key of memopt.components.quantization.bucket_keys: sign, exponent from MIN_EXPONENT (smaller
+/* the bucket key of memopt.state.quantization.bucket_keys: sign, exponent from MIN_EXPONENT (smaller
    exponents share its first bucket), top MANTISSA_BITS mantissa bits */
 #define MIN_EXPONENT (127 - 22)
 #define MANTISSA_BITS 8

@@ -15,9 +15,9 @@ import math
 
 import torch
 
-from memopt.components import quantization
-from memopt.components.base import ParamStep
+from memopt.estimators.base import ParamStep
 from memopt.kernels.build import load
+from memopt.state import quantization
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 _BYTE_P = ctypes.POINTER(ctypes.c_uint8)

@@ -24,7 +24,7 @@ reuses the project's validators and computes in float32 for 16-bit parameters, k
 RMS that ``transformers`` records in its state is recomputed each step instead of stored, and
 ``param_groups[i]["lr"]`` is never modified (``lr`` stays ``None`` with ``relative_step=True``).
 
-Sharded parameters (FSDP2, dim 0 cut across ranks; :mod:`memopt.components.sharding`): the row statistics
+Sharded parameters (FSDP2, dim 0 cut across ranks; :mod:`memopt.state.sharding`): the row statistics
 ``R`` (and for 3+ dims also ``C``, whose dim 0 is then the parameter's) are row-sharded and updated
 locally; for a matrix the column statistics ``C`` (a mean over the rows) are replicated, from one
 all-reduce of ``n`` floats per step, and ``mean(R)``, ``RMS(U)`` and ``RMS(theta)`` each take one
@@ -39,11 +39,11 @@ from typing import Any
 
 import torch
 
-from memopt.components import sharding, storage
-from memopt.components.sharding import ShardSpec
 from memopt.optim.base import MemoptBase, param_name
 from memopt.optim.baselines import Params
-from memopt.optim.validation import check_fraction, check_non_negative, check_positive
+from memopt.state import sharding, storage
+from memopt.state.sharding import ShardSpec
+from memopt.validation import check_fraction, check_non_negative, check_positive
 
 _HINT = (
     " The checkpoint was saved from a different model or Adafactor configuration (for example another beta1); "

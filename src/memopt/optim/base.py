@@ -8,7 +8,7 @@
   the optimizer would create for that parameter.
 * Parameters may be DTensors sharded on dim 0 (FSDP2); their state is then held as DTensors, and
   ``prepare_state`` creates all of it without stepping, as the template that
-  ``torch.distributed.checkpoint`` loads into (:mod:`memopt.components.sharding`).
+  ``torch.distributed.checkpoint`` loads into (:mod:`memopt.state.sharding`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from memopt.components import sharding
+from memopt.state import sharding
 
 
 def param_name(group: dict, group_index: int, position: int, param: torch.Tensor) -> str:

@@ -14,14 +14,14 @@ The estimators are chosen per parameter group by ``momentum_type`` and ``second_
 their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two paths run the same math:
 
 * the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters (and
-  for state held in 16 or 8 bits, see :mod:`memopt.components.storage`);
+  for state held in 16 or 8 bits, see :mod:`memopt.state.storage`);
 * the **fast** path (``foreach=None`` or ``True``), used for float32/float64 contiguous parameters whose
   state has their dtype: in-place updates, ``torch._foreach_*`` over the group, and the final combine fused
   into one ``addcdiv_``; groups that are exactly Adam/AdamW go to torch's fused Adam kernel
   (:mod:`memopt.optim.fused`). Tests hold it equal to the reference path.
 
 Sharded parameters (FSDP2 DTensors) go through the same paths on their local pieces; their state is held
-as DTensors and the estimators combine partial results across the shard group (:mod:`memopt.components.sharding`).
+as DTensors and the estimators combine partial results across the shard group (:mod:`memopt.state.sharding`).
 """
 
 from __future__ import annotations
@@ -32,19 +32,19 @@ from typing import Any
 
 import torch
 
-from memopt.components import sharding, storage
-from memopt.components.adagrad_norm import AdaGradNormSecondMoment
-from memopt.components.base import MomentumEstimator, ParamStep, SecondMomentEstimator
-from memopt.components.extreme_tensoring import ExtremeTensoringSecondMoment
-from memopt.components.momentum import EMAMomentum, HeavyBallMomentum, NoMomentum
-from memopt.components.rounding import rounding_generator, stochastic_round_to_bfloat16
-from memopt.components.second_moment import CoordinateSecondMoment, NoSecondMoment
-from memopt.components.subset_norm import SubsetNormSecondMoment
-from memopt.components.subspace_momentum import SubspaceMomentum
+from memopt.estimators.adagrad_norm import AdaGradNormSecondMoment
+from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
+from memopt.estimators.extreme_tensoring import ExtremeTensoringSecondMoment
+from memopt.estimators.momentum import EMAMomentum, HeavyBallMomentum, NoMomentum
+from memopt.estimators.second_moment import CoordinateSecondMoment, NoSecondMoment
+from memopt.estimators.subset_norm import SubsetNormSecondMoment
+from memopt.estimators.subspace_momentum import SubspaceMomentum
 from memopt.kernels import adamw8bit
 from memopt.optim.base import MemoptBase, param_name
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
-from memopt.optim.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
+from memopt.state import sharding, storage
+from memopt.state.rounding import rounding_generator, stochastic_round_to_bfloat16
+from memopt.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
 
 MOMENTUM_ESTIMATORS: dict[str, MomentumEstimator] = {
     "none": NoMomentum(),
@@ -104,7 +104,7 @@ def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEsti
 def _blocks_start_at_the_piece(shard: sharding.ShardSpec, state: MutableMapping) -> bool:
     """Whether the 8-bit blocks of a parameter's moments start at its local piece's first element (``shard``
     says where the piece sits): a whole tensor, or a shard made of whole blocks, whose block maxima are
-    sharded with it (:func:`memopt.components.storage.blocks_follow_shards`)."""
+    sharded with it (:func:`memopt.state.storage.blocks_follow_shards`)."""
     if not shard.sharded:
         return True
     return all(sharding.state_spec(state, key).sharded for key in ("exp_avg_absmax", "exp_avg_sq_absmax"))

@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import torch
 
-from memopt.components.base import ParamStep
+from memopt.estimators.base import ParamStep
 
 
 def fused_adam_applies(group: dict, momentum_kind: str, second_kind: str) -> bool:

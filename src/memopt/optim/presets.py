@@ -94,7 +94,7 @@ class AdamWSNSM(AdamWSN):
     is computed from the full gradient; ``theta <- theta (1 - lr wd) - lr / (1 - beta1^t) * N_t / D_t``.
     ``rank``, ``update_proj_gap``, ``proj_type`` (``svd``, ``randomized``, ``topk``, ``uniform``) and
     ``proj_policy`` (``reset``, ``keep``, ``transform``) are described in
-    :mod:`memopt.components.subspace_momentum`. Parameters must be matrices unless their group has
+    :mod:`memopt.estimators.subspace_momentum`. Parameters must be matrices unless their group has
     ``rank=None``.
     """
 

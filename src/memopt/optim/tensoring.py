@@ -3,7 +3,7 @@
 Chen, Agarwal, Hazan, Zhang & Zhang, "Extreme Tensoring for Low-Memory Preconditioning", ICLR 2020
 (arXiv 1902.04620). The estimator, its tensor index (how a shape is split into ``et_order`` modes,
 padding for primes) and what was verified against the paper are described in
-:mod:`memopt.components.extreme_tensoring`.
+:mod:`memopt.estimators.extreme_tensoring`.
 
 ET keeps ``sum_i d_i`` numbers per parameter instead of ``numel``. Its denominator is a product of
 per-mode slice sums, so at one learning rate a tensor of ``d`` entries steps about ``d^((p-1)/(2p))``

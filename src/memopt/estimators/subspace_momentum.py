@@ -1,0 +1,147 @@
+"""Subspace-Momentum (SM): momentum kept only inside a low-dimensional subspace of a matrix gradient.
+
+Nguyen & Nguyen, "Lean and Mean Adaptive Optimization via Subset-Norm and Subspace-Momentum with
+Convergence Guarantees", ICML 2025 (arXiv 2411.07120). With a projector ``P`` (see :mod:`.projectors`)::
+
+    M_t = beta1 M_{t-1} + (1 - beta1) P(g_t)              momentum in the subspace (r-dimensional)
+    N_t = P*(M_t) + (g_t - P*(P(g_t)))                    plus plain SGD in the orthogonal complement
+        = g_t + P*(M_t - P(g_t))                           (the form computed: one back-projection)
+
+The projector is built from the gradient at the first step and rebuilt whenever ``t % update_proj_gap == 0``.
+What happens to ``M`` at a rebuild is the explicit ``proj_policy``:
+
+* ``"reset"``: ``M`` is zeroed before this step's EMA, so ``M_t = (1 - beta1) P_new(g_t)``;
+* ``"keep"``: ``M``'s coordinates are kept as they are and read in the new subspace (the source code's
+  ``overlap_state``);
+* ``"transform"``: ``M`` is carried into the new subspace (:func:`.projectors.carry`).
+
+Bias correction ``1 - beta1^t`` uses the parameter's global step, not the steps since the rebuild.
+
+On a parameter sharded on dim 0 (FSDP2) the projector is computed from the **full** gradient: it is
+gathered at each rebuild (one all-gather of the ``m x n`` gradient every ``update_proj_gap`` steps) and
+the basis computed once and broadcast, so every rank holds the same, replicated projector (see
+:mod:`.projectors` for the per-layout communication). The momentum is row-sharded when its rows are the
+parameter's (tall matrices with a basis, wide ones with selected columns) and replicated otherwise.
+Hyperparameters: ``rank`` (``None``: plain EMA momentum for the group), ``update_proj_gap``, ``proj_type``
+(``"svd"``, ``"randomized"``, ``"topk"``, ``"uniform"``), ``proj_policy``, ``proj_seed`` (random projectors
+draw from a generator seeded by it, the parameter's position in the optimizer and the step).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from memopt.estimators import projectors
+from memopt.estimators.base import MomentumEstimator, ParamStep
+from memopt.estimators.momentum import ema_bias_correction
+from memopt.state import sharding, storage
+from memopt.validation import check_choice, check_positive_int
+
+PROJ_POLICIES = ("reset", "keep", "transform")
+
+
+def effective_rank(shape: tuple[int, ...], group: dict) -> int:
+    """``rank`` clamped to what the projector allows for a matrix of ``shape``."""
+    return min(group["rank"], projectors.max_rank(shape, group["proj_type"]))
+
+
+def projector_seed(proj_seed: int, index: int, step: int) -> int:
+    """The seed of the generator that a random projector of parameter ``index`` uses at ``step``."""
+    return ((proj_seed * 1_000_003 + index) * 1_000_033 + step) % (2**63 - 1)
+
+
+class SubspaceMomentum(MomentumEstimator):
+    """Subspace-Momentum numerator for 2-D parameters (see the module docstring)."""
+
+    hyperparameters = {
+        "rank": 128,
+        "update_proj_gap": 200,
+        "proj_type": "svd",
+        "proj_policy": "reset",
+        "proj_seed": 0,
+    }
+
+    def validate_group(self, group: dict) -> None:
+        check_positive_int("rank", group["rank"])
+        check_positive_int("update_proj_gap", group["update_proj_gap"])
+        check_choice("proj_type", group["proj_type"], projectors.PROJ_TYPES)
+        check_choice("proj_policy", group["proj_policy"], PROJ_POLICIES)
+        if not isinstance(group["proj_seed"], int):
+            raise ValueError(f"Invalid proj_seed: {group['proj_seed']!r}. proj_seed must be an integer.")
+
+    def check_param(self, param: torch.Tensor, group: dict, name: str) -> None:
+        if param.ndim != 2:
+            raise ValueError(
+                f"{name} has shape {tuple(param.shape)}, but Subspace-Momentum projects matrices (2-D). "
+                "Put it in a parameter group with rank=None (plain EMA momentum), or build the optimizer "
+                "with memopt.build_optimizer, which gives Subspace-Momentum only to nn.Linear weights."
+            )
+        limit = projectors.max_rank(tuple(param.shape), group["proj_type"])
+        if group["rank"] > limit:
+            warnings.warn(
+                f"rank={group['rank']} exceeds what proj_type={group['proj_type']!r} allows for {name} of "
+                f"shape {tuple(param.shape)}; it is clamped to {limit}.",
+                stacklevel=4,
+            )
+
+    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+        shape = tuple(param.shape)
+        rank = effective_rank(shape, group)
+        layout = projectors.layout_for(shape, group["proj_type"])
+        momentum_shape = projectors.projected_shape(shape, rank, layout)
+        # the momentum's rows are the parameter's for right (m x r) and cols (m x r) layouts
+        storage.create(state, "sm_exp_avg", param, group, momentum_shape, sharded=layout in ("right", "cols"))
+        # the projector (replicated), built from the first gradient; created here so that the state lists
+        # every entry from the start (a template for loading a checkpoint)
+        state["sm_layout"] = layout
+        if group["proj_type"] in projectors.BASIS_TYPES:
+            state["sm_basis"] = sharding.zeros(param, (rank, min(shape)), param.dtype, sharded=False)
+        else:
+            state["sm_indices"] = sharding.zeros(param, (rank,), torch.int64, sharded=False)
+
+    def state_shapes(self, param, state, group):
+        shape = tuple(param.shape)
+        rank = effective_rank(shape, group)
+        layout = projectors.layout_for(shape, group["proj_type"])
+        shapes: dict[str, tuple[int, ...] | None] = {
+            "sm_exp_avg": projectors.projected_shape(shape, rank, layout),
+            "sm_layout": None,
+        }
+        if group["proj_type"] in projectors.BASIS_TYPES:
+            shapes["sm_basis"] = (rank, min(shape))
+        else:
+            shapes["sm_indices"] = (rank,)
+        return shapes
+
+    def _refresh(self, ps: ParamStep, group: dict, momentum: torch.Tensor) -> None:
+        state = ps.state
+        had_projector = ps.step > 1
+        old = {k: state[k] for k in ("sm_layout", "sm_basis", "sm_indices") if k in state}
+        generator = None
+        if group["proj_type"] in projectors.RANDOM_TYPES:
+            generator = torch.Generator(device=ps.grad.device)
+            generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
+        rank = effective_rank(ps.shape, group)
+        projectors.build(ps.grad, group["proj_type"], rank, state, generator, ps.param.dtype, ps.shard)
+        if not had_projector:
+            return
+        policy = group["proj_policy"]
+        if policy == "reset":
+            momentum.zero_()
+        elif policy == "transform":
+            momentum.copy_(projectors.carry(momentum, old, state))
+
+    def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
+        g = ps.grad
+        momentum = ps.load("sm_exp_avg", g.dtype)
+        if ps.step == 1 or ps.step % group["update_proj_gap"] == 0:
+            self._refresh(ps, group, momentum)
+        projected = projectors.down(g, ps.state, ps.shard)
+        momentum.lerp_(projected, 1 - group["betas"][0])
+        ps.store("sm_exp_avg", momentum)
+        return g + projectors.up(momentum - projected, ps.state, tuple(g.shape), ps.shard)
+
+    def bias_correction(self, group: dict, step: int) -> float:
+        return ema_bias_correction(group, step)

@@ -1,0 +1,128 @@
+"""The harness's one seam to the optimizer registry, and parsing of ``--opt KEY=VALUE`` hyperparameters.
+
+The harness takes any registry name: names, defaults and construction all come from
+:func:`memopt.list_optimizers`, :func:`memopt.registry.specs.recommended_hparams` and
+:func:`memopt.build_optimizer`, so a new optimizer needs no change here.
+"""
+
+from __future__ import annotations
+
+import ast
+from typing import Any
+
+import torch
+
+from memopt.harness.train.errors import ConfigError, closest
+from memopt.registry import specs as registry
+from memopt.state.accounting import state_bytes as count_state_bytes
+
+
+def optimizer_names() -> dict[str, str]:
+    """Registry names with their one-line descriptions."""
+    return dict(registry.list_optimizers())
+
+
+def check_name(name: str) -> None:
+    """Raise :class:`ConfigError` with the closest names if ``name`` is not in the registry."""
+    names = optimizer_names()
+    if name not in names:
+        raise ConfigError(
+            f"--optimizer {name!r}: unknown optimizer{closest(name, names)}. Run `memopt list` to see all {len(names)}."
+        )
+
+
+def recommended_hparams(name: str) -> dict[str, Any]:
+    """The registry's documented defaults for LM pretraining with ``name`` (e.g. its learning rate)."""
+    check_name(name)
+    return dict(registry.recommended_hparams(name))
+
+
+def accepted_hparams(name: str) -> set[str]:
+    """Hyperparameters the registry's ``name`` accepts."""
+    return set(registry.accepted_hparams(name))
+
+
+def size_hparams(name: str, hidden_size: int | None) -> dict[str, Any]:
+    """Hyperparameters that scale with the model: a subspace ``rank`` of ``hidden_size // 4``.
+
+    That is the Subset-Norm / Subspace-Momentum papers' rule (rank 128 for the 60M model of hidden size
+    512, 512 for the 1B model of 2048); a fixed rank would be full rank, and save nothing, on small models.
+    Given only to optimizers that take a ``rank``.
+    """
+    if hidden_size is None or "rank" not in accepted_hparams(name):
+        return {}
+    return {"rank": max(1, hidden_size // 4)}
+
+
+def resolve_hparams(
+    name: str, overrides: dict[str, Any], lr: float | None, hidden_size: int | None = None
+) -> dict[str, Any]:
+    """Hyperparameters for ``name``: the registry's recommended ones, then :func:`size_hparams`, then the
+    user's ``overrides`` and ``lr``."""
+    hparams = recommended_hparams(name)
+    for key, value in size_hparams(name, hidden_size).items():
+        hparams.setdefault(key, value)
+    hparams.update(overrides)
+    if lr is not None:
+        hparams["lr"] = lr
+    return hparams
+
+
+def build(model: torch.nn.Module, name: str, hparams: dict[str, Any]) -> torch.optim.Optimizer:
+    """Build the registry optimizer ``name`` for ``model``.
+
+    Raises:
+        ConfigError: the registry rejects the name or a hyperparameter; the message says which.
+    """
+    check_name(name)
+    try:
+        return registry.build_optimizer(model, name, **hparams)
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in sorted(hparams.items()))
+        raise ConfigError(
+            f"--optimizer {name} with {given}: {exc}. Check the --opt/--lr values; `memopt list` shows the optimizers."
+        ) from exc
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Exact bytes of the optimizer's state (as counted by :func:`memopt.state_bytes`)."""
+    return int(count_state_bytes(optimizer))
+
+
+def parse_value(text: str) -> Any:
+    """Parse a hyperparameter value: a Python literal (``64``, ``1e-3``, ``(0.9, 0.95)``), a boolean
+    (``true``/``false``), ``none``, or else the text itself (``svd``)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_assignments(items: list[str], flag: str = "--opt") -> dict[str | None, dict[str, Any]]:
+    """Parse ``KEY=VALUE`` and ``OPTIMIZER:KEY=VALUE`` items into ``{optimizer or None: {key: value}}``.
+
+    The key ``None`` holds assignments for every optimizer.
+
+    Raises:
+        ConfigError: an item lacks ``=`` or a key.
+    """
+    parsed: dict[str | None, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        scope: str | None = None
+        if ":" in key:
+            scope, _, key = key.partition(":")
+            scope = scope.strip()
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ConfigError(
+                f"{flag} {item!r}: expected KEY=VALUE (or OPTIMIZER:KEY=VALUE), e.g. {flag} rank=64 or "
+                f"{flag} adamw_snsm:proj_type=svd."
+            )
+        parsed.setdefault(scope, {})[key] = parse_value(value)
+    return parsed

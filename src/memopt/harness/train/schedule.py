@@ -1,0 +1,89 @@
+"""Learning-rate schedules composed from ``torch.optim.lr_scheduler``.
+
+* ``cosine``: linear warm-up (``LinearLR``) then cosine decay to ``min_lr_ratio * lr`` over the remaining
+  steps (``CosineAnnealingLR``), as in the GaLore / Subset-Norm pretraining scripts.
+* ``sgdr``: linear warm-up then cosine with warm restarts every ``restart_steps`` steps, the period
+  multiplied by ``restart_mult`` after each restart (``CosineAnnealingWarmRestarts``).
+* ``constant``: linear warm-up then a constant rate (``ConstantLR`` with factor 1).
+
+The scheduler is stepped once per optimizer step; its ``state_dict`` round-trips through checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import (
+    ConstantLR,
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+)
+
+from memopt.harness.train.errors import ConfigError, closest
+
+SCHEDULES = ("cosine", "sgdr", "constant")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Learning-rate schedule settings.
+
+    Attributes:
+        kind: one of :data:`SCHEDULES`.
+        warmup_steps: steps of linear warm-up from ``lr / warmup_steps`` to ``lr``.
+        min_lr_ratio: the cosine's floor as a fraction of the peak ``lr`` (``eta_min = min_lr_ratio * lr``).
+        restart_steps: SGDR's first period in steps (None: a tenth of the steps after warm-up).
+        restart_mult: SGDR's period multiplier after each restart.
+    """
+
+    kind: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    restart_steps: int | None = None
+    restart_mult: int = 1
+
+
+def build_scheduler(optimizer: Optimizer, config: ScheduleConfig, total_steps: int, peak_lr: float) -> LRScheduler:
+    """The scheduler for ``total_steps`` optimizer steps.
+
+    Args:
+        optimizer: its param groups' ``lr`` is the peak rate.
+        config: the schedule settings.
+        total_steps: the schedule's length in optimizer steps.
+        peak_lr: the run's learning rate, for the cosine floor ``min_lr_ratio * peak_lr``.
+
+    Raises:
+        ConfigError: unknown kind or inconsistent step counts.
+    """
+    if config.kind not in SCHEDULES:
+        raise ConfigError(
+            f"--schedule {config.kind!r}: unknown schedule{closest(config.kind, SCHEDULES)}; choose one of "
+            f"{', '.join(SCHEDULES)}."
+        )
+    warmup = config.warmup_steps
+    if warmup < 0 or warmup >= total_steps:
+        raise ConfigError(f"--warmup-steps {warmup}: must be at least 0 and below the schedule's {total_steps} steps.")
+    if not 0.0 <= config.min_lr_ratio <= 1.0:
+        raise ConfigError(f"--min-lr-ratio {config.min_lr_ratio}: must be between 0 and 1.")
+    decay_steps = total_steps - warmup
+    eta_min = config.min_lr_ratio * peak_lr
+    main: LRScheduler
+    if config.kind == "cosine":
+        main = CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=eta_min)
+    elif config.kind == "sgdr":
+        period = config.restart_steps or max(1, decay_steps // 10)
+        if period < 1 or config.restart_mult < 1:
+            raise ConfigError(
+                f"--restart-steps {period} / --restart-mult {config.restart_mult}: both must be at least 1."
+            )
+        main = CosineAnnealingWarmRestarts(optimizer, T_0=period, T_mult=config.restart_mult, eta_min=eta_min)
+    else:
+        main = ConstantLR(optimizer, factor=1.0, total_iters=0)
+    if warmup == 0:
+        return main
+    ramp = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
+    return SequentialLR(optimizer, schedulers=[ramp, main], milestones=[warmup])

@@ -1,0 +1,237 @@
+"""Optimizers by name: ``build_optimizer``, ``list_optimizers`` and each method's recommended settings.
+
+``build_optimizer(model, name, **hparams)`` applies the compressed method (Subset-Norm, Subspace-Momentum)
+to the 2-D weights of ``nn.Linear`` modules and the plain method (Adam, AdaGrad, RMSProp) to every other
+parameter (embeddings, norms, biases), as the Subset-Norm paper recommends. ``split=`` chooses another set
+of compressed parameters. Hyperparameters that only make sense for the compressed group (``subset_size``,
+``rank``, ...) go to it alone; all others go to both groups.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from memopt.accelerated import ASGD, NAGGS, MetaSTORM, NesterovAGD, QuasarAGD, STORMPlus
+from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
+from memopt.optim.engine import MemoptOptimizer
+from memopt.optim.presets import (
+    AdaGradNorm,
+    AdaGradSN,
+    AdaGradSNSM,
+    AdamW8bit,
+    AdamWSN,
+    AdamWSNSM,
+    AdamWSNSM8bit,
+    RMSPropSN,
+)
+from memopt.validation import closest_names_hint
+
+SplitRule = Callable[[str, nn.Parameter], bool]
+
+_SN_KEYS = ("subset_size",)
+_SM_KEYS = ("rank", "update_proj_gap", "proj_type", "proj_policy", "proj_seed")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """How a registry name is built.
+
+    ``compressed_only``: hyperparameters given to the compressed group alone; ``plain_group``: settings of
+    the plain group (``None`` switches a compressed estimator off); ``split``: ``"linear"`` puts
+    ``nn.Linear`` weights in the compressed group, ``"all"`` puts every parameter in one group;
+    ``recommended``: hyperparameters for LLaMA-style pretraining (used by ``memopt compare``).
+    """
+
+    name: str
+    cls: type[Optimizer]
+    description: str
+    split: str = "all"
+    compressed_only: tuple[str, ...] = ()
+    plain_group: dict[str, Any] = field(default_factory=dict)
+    recommended: dict[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, OptimizerSpec] = {}
+
+
+def register(spec: OptimizerSpec) -> OptimizerSpec:
+    """Add ``spec`` to the registry (names are unique)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"Optimizer name {spec.name!r} is already registered.")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    OptimizerSpec("sgd", SGD, "SGD with optional heavy-ball/Nesterov momentum (= torch.optim.SGD).",
+                  recommended={"lr": 0.1, "momentum": 0.9}),
+    OptimizerSpec("adagrad", Adagrad, "AdaGrad, one accumulator per coordinate (= torch.optim.Adagrad).",
+                  recommended={"lr": 1e-2}),
+    OptimizerSpec("rmsprop", RMSprop, "RMSProp (= torch.optim.RMSprop).", recommended={"lr": 1e-3}),
+    OptimizerSpec("adam", Adam, "Adam with coupled L2 weight decay (= torch.optim.Adam).",
+                  recommended={"lr": 2e-3}),
+    OptimizerSpec("adamw", AdamW, "AdamW, decoupled weight decay (= torch.optim.AdamW); 8 bytes/param state.",
+                  recommended={"lr": 2e-3, "weight_decay": 0.0}),
+    OptimizerSpec("adamw_sn", AdamWSN,
+                  "AdamW with Subset-Norm step sizes on nn.Linear weights (one accumulator per row/column).",
+                  split="linear", compressed_only=_SN_KEYS, plain_group={"subset_size": None},
+                  recommended={"lr": 2e-2}),
+    OptimizerSpec("adamw_snsm", AdamWSNSM,
+                  "AdamW-SN plus Subspace-Momentum (low-rank momentum + SGD in the complement) on nn.Linear weights.",
+                  split="linear", compressed_only=_SN_KEYS + _SM_KEYS,
+                  plain_group={"subset_size": None, "rank": None}, recommended={"lr": 2e-2}),
+    OptimizerSpec("adagrad_sn", AdaGradSN,
+                  "AdaGrad with Subset-Norm step sizes and EMA momentum on nn.Linear weights.",
+                  split="linear", compressed_only=_SN_KEYS, plain_group={"subset_size": None},
+                  recommended={"lr": 2e-2}),
+    OptimizerSpec("adagrad_snsm", AdaGradSNSM, "AdaGrad-SN plus Subspace-Momentum on nn.Linear weights.",
+                  split="linear", compressed_only=_SN_KEYS + _SM_KEYS,
+                  plain_group={"subset_size": None, "rank": None}, recommended={"lr": 2e-2}),
+    OptimizerSpec("rmsprop_sn", RMSPropSN,
+                  "RMSProp with Subset-Norm step sizes on nn.Linear weights (no momentum).",
+                  split="linear", compressed_only=_SN_KEYS, plain_group={"subset_size": None},
+                  recommended={"lr": 2e-3}),
+    OptimizerSpec("adamw8bit", AdamW8bit,
+                  "AdamW with both moments stored in 8 bits, block-wise quantized (2.03 bytes/param).",
+                  recommended={"lr": 2e-3, "weight_decay": 0.0}),
+    OptimizerSpec("adamw_snsm8bit", AdamWSNSM8bit,
+                  "AdamW-SNSM with 8-bit momentum (Subset-Norm accumulators and bases in float32).",
+                  split="linear", compressed_only=_SN_KEYS + _SM_KEYS,
+                  plain_group={"subset_size": None, "rank": None}, recommended={"lr": 2e-2}),
+    OptimizerSpec("adagrad_norm", AdaGradNorm,
+                  "AdaGrad-Norm: one scalar step size per tensor (global_norm=True: one for the model).",
+                  recommended={"lr": 1.0, "momentum": 0.9}),
+):  # fmt: skip
+    register(_spec)
+
+
+def get_spec(name: str) -> OptimizerSpec:
+    """The registry entry of ``name``; ``ValueError`` with the closest names if unknown."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"Unknown optimizer {name!r}.{closest_names_hint(name, _REGISTRY)} "
+            f"Known optimizers: {', '.join(sorted(_REGISTRY))} (see memopt.list_optimizers())."
+        )
+    return _REGISTRY[name]
+
+
+def list_optimizers() -> dict[str, str]:
+    """Registry names with a one-line description each, in registration order."""
+    return {name: spec.description for name, spec in _REGISTRY.items()}
+
+
+def recommended_hparams(name: str) -> dict[str, Any]:
+    """Hyperparameters recommended for LLaMA-style pretraining with optimizer ``name`` (a copy)."""
+    return dict(get_spec(name).recommended)
+
+
+#: group options every optimizer of the memopt engine takes through ``build_optimizer``, besides its own:
+#: how state is stored, and ``foreach=False`` to force the per-tensor reference path
+ENGINE_GROUP_KEYS = ("state_storage", "quant_block_size", "stochastic_rounding", "foreach")
+
+
+def accepted_hparams(name: str) -> list[str]:
+    """The hyperparameters ``build_optimizer(model, name, ...)`` accepts: the preset's arguments, and for
+    engine presets the group options :data:`ENGINE_GROUP_KEYS` (e.g. ``state_storage="bfloat16"`` or ``"8bit"``)."""
+    cls = get_spec(name).cls
+    names = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params", "settings")]
+    if issubclass(cls, MemoptOptimizer):
+        names += [k for k in ENGINE_GROUP_KEYS if k not in names]
+    return names
+
+
+def linear_weight_split(model: nn.Module) -> SplitRule:
+    """The default rule: a parameter is compressed if it is the 2-D weight of an ``nn.Linear``."""
+    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    return lambda _name, param: id(param) in linear_weights and param.ndim == 2
+
+
+def build_optimizer(model: nn.Module, name: str, *, split: SplitRule | None = None, **hparams: Any) -> Optimizer:
+    """Build the registry optimizer ``name`` for the trainable parameters of ``model``.
+
+    ``split(name, param) -> bool`` selects the compressed parameters (default: ``nn.Linear`` weights for
+    the Subset-Norm family; ignored by optimizers that treat every parameter alike). Parameter groups
+    carry ``param_names`` so that error messages name the parameter.
+    """
+    spec = get_spec(name)
+    accepted = accepted_hparams(name)
+    for key in hparams:
+        if key not in accepted:
+            raise ValueError(
+                f"Optimizer {name!r} has no hyperparameter {key!r}.{closest_names_hint(key, accepted)} "
+                f"Accepted: {', '.join(accepted)}."
+            )
+    group_settings = {k: hparams.pop(k) for k in ENGINE_GROUP_KEYS if k in hparams and k not in _signature(spec.cls)}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError(f"The model has no trainable parameters to optimize with {name!r}.")
+    if spec.split == "all":
+        groups = [_group(named, **group_settings)]
+    else:
+        rule = split or linear_weight_split(model)
+        compressed = [(n, p) for n, p in named if rule(n, p)]
+        plain = [(n, p) for n, p in named if not rule(n, p)]
+        compressed_settings = {k: hparams.pop(k) for k in spec.compressed_only if k in hparams}
+        groups = []
+        if compressed:
+            groups.append(_group(compressed, **compressed_settings, **group_settings))
+        if plain:
+            groups.append(_group(plain, **spec.plain_group, **group_settings))
+    return spec.cls(groups, **hparams)
+
+
+def _signature(cls: type) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def _group(named: list[tuple[str, torch.Tensor]], **settings: Any) -> dict[str, Any]:
+    return {"params": [p for _, p in named], "param_names": [n for n, _ in named], **settings}
+
+
+# Adafactor and extreme tensoring: every parameter in one group (split="all"), as both papers apply their
+# factored / tensored statistics to the whole model. Learning rates: starting points that lower the loss of
+# the harness's tiny preset (tests/train), not tuned; ET's steps shrink like numel^((p-1)/2p), hence larger lr.
+from memopt.optim.adafactor import Adafactor  # noqa: E402
+from memopt.optim.tensoring import ETAdaGrad, ETAdam  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("adafactor", Adafactor,
+                  "Adafactor: factored row/column second moments, relative step, update clipping (= transformers').",
+                  recommended={"lr": 1e-2, "relative_step": False, "scale_parameter": False}),
+    OptimizerSpec("et_adagrad", ETAdaGrad,
+                  "AdaGrad with an extreme-tensoring preconditioner: sum of mode sizes per tensor (et_order=3).",
+                  recommended={"lr": 1.0}),
+    OptimizerSpec("et_adam", ETAdam,
+                  "Adam with an extreme-tensoring second moment (EMA form of ET) and decoupled weight decay.",
+                  recommended={"lr": 0.1}),
+):  # fmt: skip
+    register(_spec)
+
+
+# Accelerated and variance-reduced methods (memopt.accelerated). Their recommended settings are starting points for
+# LM pretraining checked on a tiny LLaMA (docs/experiments.md), not tuned at scale; meta_storm, storm_plus, quasar_agd
+# and nesterov_agd need optimizer.step(closure) (needs_closure = True).
+for _spec in (
+    OptimizerSpec("nag_gs", NAGGS, "NAG-GS: semi-implicit accelerated heavy ball (lr = alpha, mu, gamma); 1 buffer.",
+                  recommended={"lr": 0.3, "mu": 0.1301, "gamma": 0.3554}),
+    OptimizerSpec("meta_storm", MetaSTORM,
+                  "META-STORM: adaptive STORM variance reduction; step(closure), 2 gradients per step.",
+                  recommended={"lr": 3e-3, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("storm_plus", STORMPlus, "STORM+: fully adaptive STORM (META-STORM's baseline); step(closure).",
+                  recommended={"lr": 1e-2, "b0": 1e-8, "per_coordinate": True, "ema": True, "bias_correction": True}),
+    OptimizerSpec("quasar_agd", QuasarAGD,
+                  "AGD for quasar-convex functions with its line search (lr = 1/L); step(closure), deterministic.",
+                  recommended={"lr": 0.1, "gamma": 0.5}),
+    OptimizerSpec("nesterov_agd", NesterovAGD, "Nesterov's AGD (quasar AGD with gamma = 1, no search); step(closure).",
+                  recommended={"lr": 0.1}),
+    OptimizerSpec("asgd", ASGD, "Accelerated SGD (Jain et al.; AccSGD form: lr, kappa, xi, small_const); 1 buffer.",
+                  recommended={"lr": 0.3, "kappa": 1000.0, "xi": 10.0, "small_const": 0.7}),
+):  # fmt: skip
+    register(_spec)

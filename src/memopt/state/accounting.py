@@ -1,0 +1,73 @@
+"""Exact accounting of the memory an optimizer's state holds.
+
+What is counted, for every entry of ``optimizer.state``: each tensor's ``numel * element_size`` (a storage
+shared by several state entries is counted once), 8 bytes for a Python int or float (a ``step``
+counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). A tensor subclass that
+wraps other tensors (a DTensor, torchao's 8-bit states) counts the tensors it wraps: for a DTensor, this
+rank's shard; :func:`state_bytes_per_rank` gathers the count of every rank of a distributed run.
+Tensors without memory (meta, or the memory planner's fake tensors) are counted by shape and dtype, a
+storage shared by several entries once. Parameters, gradients and temporaries of the step are not
+optimizer state and are not counted here (see the memory planner, :mod:`memopt.harness.memory.profile`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.tensor import DTensor
+from torch.optim import Optimizer
+
+
+def _value_bytes(value: Any, seen: set[tuple]) -> int:
+    if isinstance(value, DTensor):  # this rank's shard (its flatten protocol also lists the device mesh)
+        return _value_bytes(value.to_local(), seen)
+    if torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
+        # a wrapper subclass (DTensor, torchao's quantized states): count the tensors it holds, e.g. the
+        # local shard of a DTensor or the codes and scales of an 8-bit state
+        inner_names, _ = value.__tensor_flatten__()
+        return sum(_value_bytes(getattr(value, name), seen) for name in inner_names)
+    if torch.is_tensor(value):
+        storage = value.untyped_storage()
+        if storage.device.type == "meta":  # meta or fake tensor: no address; the storage object names it
+            key = (id(storage), value.storage_offset(), "meta")
+        else:
+            key = (storage.data_ptr(), value.storage_offset())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return value.numel() * value.element_size()
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, (int, float)):
+        return 8
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, dict):
+        return sum(_value_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_value_bytes(v, seen) for v in value)
+    if value is None:
+        return 0
+    raise TypeError(f"state_bytes cannot count a state value of type {type(value).__name__}.")
+
+
+def state_bytes(optimizer: Optimizer) -> int:
+    """The exact number of bytes held by ``optimizer``'s state (see the module docstring)."""
+    seen: set[tuple] = set()
+    return sum(_value_bytes(state, seen) for state in optimizer.state.values())
+
+
+def state_bytes_per_rank(optimizer: Optimizer, group: dist.ProcessGroup | None = None) -> list[int]:
+    """:func:`state_bytes` of every rank of ``group`` (default: all), in rank order (a collective: every
+    rank calls it). Their sum is what the state occupies over all processes, replicated states (a
+    projector basis, block maxima) counted on every rank that holds them. One process: ``[state_bytes]``."""
+    own = state_bytes(optimizer)
+    if not dist.is_initialized():
+        return [own]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else None
+    mine = torch.tensor([own], dtype=torch.int64, device=device)
+    every = [torch.zeros_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(every, mine, group=group)
+    return [int(t.item()) for t in every]
