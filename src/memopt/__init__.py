@@ -17,6 +17,7 @@ from memopt.accelerated import (
     naggs_optimal_step,
 )
 from memopt.optim.adafactor import Adafactor
+from memopt.optim.chained import ChainedOptimizer
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.engine import MemoptOptimizer
 from memopt.optim.presets import (
@@ -52,6 +53,7 @@ __all__ = [
     "AdamWSN",
     "AdamWSNSM",
     "AdamWSNSM8bit",
+    "ChainedOptimizer",
     "ETAdaGrad",
     "ETAdam",
     "FourParameterASGD",

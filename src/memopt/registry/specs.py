@@ -10,7 +10,7 @@ of compressed parameters. Hyperparameters that only make sense for the compresse
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from torch.optim import Optimizer
 
 from memopt.accelerated import ASGD, NAGGS, MetaSTORM, NesterovAGD, QuasarAGD, STORMPlus
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
+from memopt.optim.chained import ChainedOptimizer
 from memopt.optim.engine import MemoptOptimizer
 from memopt.optim.presets import (
     AdaGradNorm,
@@ -31,6 +32,7 @@ from memopt.optim.presets import (
     AdamWSNSM8bit,
     RMSPropSN,
 )
+from memopt.registry.partition import KINDS, Choice, Selector, partition
 from memopt.validation import closest_names_hint
 
 SplitRule = Callable[[str, nn.Parameter], bool]
@@ -149,18 +151,54 @@ def accepted_hparams(name: str) -> list[str]:
 
 def linear_weight_split(model: nn.Module) -> SplitRule:
     """The default rule: a parameter is compressed if it is the 2-D weight of an ``nn.Linear``."""
-    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
-    return lambda _name, param: id(param) in linear_weights and param.ndim == 2
+    return KINDS["linear_weight"](model)
 
 
-def build_optimizer(model: nn.Module, name: str, *, split: SplitRule | None = None, **hparams: Any) -> Optimizer:
-    """Build the registry optimizer ``name`` for the trainable parameters of ``model``.
+def build_optimizer(
+    model: nn.Module, name: str | Mapping[Selector, Choice], *, split: SplitRule | None = None, **hparams: Any
+) -> Optimizer:
+    """Build the registry optimizer ``name`` for the trainable parameters of ``model``, or one optimizer per
+    part of a partition.
+
+    ``name`` is a registry name, or a partition (:mod:`memopt.registry.partition`) such as
+    ``{"linear_weight": "adamw_snsm", "embedding": "adamw8bit", "*": "adamw"}``: each part gets its own
+    registry optimizer (its hyperparameters from the partition, then the shared ``hparams`` it accepts),
+    combined into one :class:`~memopt.optim.chained.ChainedOptimizer` (a single part is returned as is).
 
     ``split(name, param) -> bool`` selects the compressed parameters (default: ``nn.Linear`` weights for
     the Subset-Norm family; ignored by optimizers that treat every parameter alike). Parameter groups
     carry ``param_names`` so that error messages name the parameter.
     """
+    rule = split or linear_weight_split(model)
+    if isinstance(name, str):
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError(f"The model has no trainable parameters to optimize with {name!r}.")
+        return _build_named(name, named, rule, hparams)
+    if not isinstance(name, Mapping):
+        raise TypeError(f"build_optimizer takes a registry name or a partition dict, got {type(name).__name__}.")
+    parts = partition(model, name)
+    shared_unused = set(hparams)
+    optimizers = []
+    for part in parts:
+        accepted = accepted_hparams(part.optimizer)
+        shared = {k: v for k, v in hparams.items() if k in accepted}
+        shared_unused -= set(shared)
+        optimizers.append((part.label, _build_named(part.optimizer, part.named, rule, {**shared, **part.hparams})))
+    if shared_unused:
+        raise ValueError(
+            f"No optimizer of the partition takes the hyperparameters {sorted(shared_unused)}; give them to the "
+            "part that needs them, e.g. {'linear_weight': ('adamw_sn', {'subset_size': 64}), ...}."
+        )
+    return optimizers[0][1] if len(optimizers) == 1 else ChainedOptimizer(optimizers)
+
+
+def _build_named(
+    name: str, named: list[tuple[str, torch.Tensor]], rule: SplitRule, hparams: dict[str, Any]
+) -> Optimizer:
+    """The registry optimizer ``name`` over the parameters ``named``; ``rule`` picks the compressed ones."""
     spec = get_spec(name)
+    hparams = dict(hparams)
     accepted = accepted_hparams(name)
     for key in hparams:
         if key not in accepted:
@@ -169,13 +207,9 @@ def build_optimizer(model: nn.Module, name: str, *, split: SplitRule | None = No
                 f"Accepted: {', '.join(accepted)}."
             )
     group_settings = {k: hparams.pop(k) for k in ENGINE_GROUP_KEYS if k in hparams and k not in _signature(spec.cls)}
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
-        raise ValueError(f"The model has no trainable parameters to optimize with {name!r}.")
     if spec.split == "all":
         groups = [_group(named, **group_settings)]
     else:
-        rule = split or linear_weight_split(model)
         compressed = [(n, p) for n, p in named if rule(n, p)]
         plain = [(n, p) for n, p in named if not rule(n, p)]
         compressed_settings = {k: hparams.pop(k) for k in spec.compressed_only if k in hparams}

@@ -1,5 +1,5 @@
 """The techniques themselves: pruning keeps its mask through training, the fp32 master copy, and the
-``memopt memory`` command (the harness runs that use them are in tests/train/test_memory_techniques.py)."""
+``memopt memory`` command (the harness runs that use them are in tests/harness/train/test_memory_techniques.py)."""
 
 from __future__ import annotations
 
