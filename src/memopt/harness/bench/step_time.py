@@ -46,10 +46,19 @@ def llama_shapes_model(config: dict | None = None) -> nn.Module:
     return LlamaForCausalLM(LlamaConfig(**(config or LLAMA_60M), tie_word_embeddings=False))
 
 
+def _synchronize(optimizer: torch.optim.Optimizer) -> None:
+    """Wait for the device's queued work (CUDA kernels run asynchronously)."""
+    device = optimizer.param_groups[0]["params"][0].device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _time_steps(optimizer: torch.optim.Optimizer, steps: int) -> float:
+    _synchronize(optimizer)
     start = time.perf_counter()
     for _ in range(steps):
         optimizer.step()
+    _synchronize(optimizer)
     return (time.perf_counter() - start) / steps * 1e3
 
 
@@ -64,7 +73,7 @@ def benchmark(
     """Median step time of each candidate (the first is the baseline) over interleaved rounds."""
     generator = torch.Generator().manual_seed(0)
     for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=generator) * 1e-3
+        p.grad = (torch.randn(p.shape, generator=generator) * 1e-3).to(p.device)
     optimizers = {name: make(model) for name, make in candidates.items()}
     for optimizer in optimizers.values():  # warm-up: lazy state, projector build, allocator
         optimizer.step()
@@ -159,16 +168,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps-per-round", type=int, default=3)
     parser.add_argument("--rank", type=int, default=128, help="Subspace-Momentum rank (default 128)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--device", default="cpu", help="where the parameters live: cpu (default) or cuda")
     parser.add_argument(
         "--only", nargs="+", help="time only candidates whose name contains one of these (the baseline always runs)"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = llama_shapes_model()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: this torch build sees no CUDA device; use --device cpu.")
+    model = llama_shapes_model().to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"LLaMA-60M shapes: {n_params:,} parameters, float32; torch {torch.__version__}; "
-          f"{args.threads} threads; {platform.processor() or platform.machine()}")  # fmt: skip
+    where = (
+        torch.cuda.get_device_name(model.device)
+        if args.device.startswith("cuda")
+        else (f"{args.threads} threads; {platform.processor() or platform.machine()}")
+    )
+    print(f"LLaMA-60M shapes: {n_params:,} parameters, float32; torch {torch.__version__}; {where}")
     candidates = {**default_candidates(args.rank), **eight_bit_candidates()}
     if args.only:
         baseline = next(iter(candidates))
