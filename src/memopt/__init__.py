@@ -17,8 +17,8 @@ from memopt.accelerated import (
     naggs_optimal_step,
 )
 from memopt.optim.adafactor import Adafactor
-from memopt.optim.chained import ChainedOptimizer
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
+from memopt.optim.chained import ChainedOptimizer
 from memopt.optim.engine import MemoptOptimizer
 from memopt.optim.presets import (
     AdaGradNorm,

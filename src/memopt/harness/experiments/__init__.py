@@ -23,12 +23,23 @@ DEFAULT_OUT = Path("runs") / "experiments"
 
 def studies() -> dict[str, Study]:
     """The studies by name (imported lazily: some need matplotlib or train small models)."""
-    from memopt.harness.experiments import asgd, grokfast, meta_storm, momentum, naggs, quasar, tiny_lm
+    from memopt.harness.experiments import (
+        asgd,
+        dadao,
+        grokfast,
+        meta_storm,
+        momentum,
+        naggs,
+        quasar,
+        shuffle_private,
+        tiny_lm,
+    )
 
-    return {m.STUDY.name: m.STUDY for m in (naggs, quasar, meta_storm, asgd, grokfast, momentum, tiny_lm)}
+    modules = (naggs, quasar, meta_storm, asgd, grokfast, momentum, tiny_lm, dadao, shuffle_private)
+    return {m.STUDY.name: m.STUDY for m in modules}
 
 
-STUDY_NAMES = ("naggs", "quasar", "meta_storm", "asgd", "grokfast", "momentum", "tiny_lm")
+STUDY_NAMES = ("naggs", "quasar", "meta_storm", "asgd", "grokfast", "momentum", "tiny_lm", "dadao", "shuffle_private")
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
