@@ -22,9 +22,7 @@ from memopt.optim.base import STORAGE_OPTIONS, MemoptBase
 
 def storage_options(state_storage: str, quant_block_size: int, stochastic_rounding: bool) -> dict[str, Any]:
     """The storage group options, for an optimizer's ``defaults``."""
-    return dict(
-        state_storage=state_storage, quant_block_size=quant_block_size, stochastic_rounding=stochastic_rounding
-    )
+    return dict(state_storage=state_storage, quant_block_size=quant_block_size, stochastic_rounding=stochastic_rounding)
 
 
 #: the storage options' defaults, for signatures
