@@ -3,8 +3,9 @@
 The engine's reference path computes the same update in several torch passes (dequantize both moments,
 update them, requantize, update the parameter). This kernel does it in one pass per block of
 ``quant_block_size`` elements, reading one byte per moment instead of writing float32 temporaries. The
-engine uses it for a parameter when the group is exactly AdamW (:func:`memopt.optim.fused.fused_adam_applies`)
-and both moments are stored as 8-bit codes; everything else keeps its usual path.
+engine's dispatch registry (:mod:`memopt.optim.dispatch`) gives it a parameter when the group is exactly
+AdamW and :func:`eligible` holds (both moments stored as 8-bit codes, :mod:`memopt.state.formats`);
+everything else keeps its usual path.
 """
 
 from __future__ import annotations
