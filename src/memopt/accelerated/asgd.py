@@ -32,10 +32,9 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from memopt.accelerated.base import SCALAR, AcceleratedBase
+from memopt.accelerated.base import DEFAULT_BLOCK, DEFAULT_STORAGE, AcceleratedBase, storage_options
 from memopt.accelerated.closure import evaluate
-from memopt.state import sharding
-from memopt.state.storage import compute_dtype
+from memopt.optim.template import PARAM, StateSlot, raw
 from memopt.validation import check_fraction, check_non_negative, check_positive
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
@@ -58,11 +57,8 @@ class _TwoIterateSGD(AcceleratedBase):
     def _coefficients(self, group: dict) -> dict[str, float]:
         raise NotImplementedError
 
-    def _state_template(self, param: torch.Tensor, group: dict) -> dict:
-        return {"step": SCALAR, "v": tuple(param.shape)}
-
-    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
-        return {"step": 0, "v": param.detach().to(compute_dtype(param), copy=True)}
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        return {"step": raw(0), "v": StateSlot("elementwise", tuple(param.shape), init=PARAM)}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -72,25 +68,19 @@ class _TwoIterateSGD(AcceleratedBase):
             k = self._coefficients(group)
             alpha, beta, gamma, delta = k["alpha"], k["beta"], k["gamma"], k["delta"]
             wd = group["weight_decay"]
-            for param in self._params_with_grad(group, group_index):
-                cdtype = compute_dtype(param)
-                if not self.state[param]:
-                    self.state[param].update(self._initial_state(param, group))
-                state = sharding.local_state(param, self.state[param])
-                grad = sharding.local(param.grad).to(cdtype)
-                param = sharding.local(param)  # a sharded parameter: its local piece
-                work = param if param.dtype == cdtype else param.to(cdtype)
+            for index, param, name in self._params_with_grad(group, group_index):
+                ps = self._begin(param, group, index, name)
+                work, grad = ps.work, ps.grad
                 if wd != 0:
                     grad = grad.add(work, alpha=wd)
-                state["step"] += 1
-                v = state["v"]
+                v = ps.load("v", work.dtype)
                 # v_{t+1} = beta y + (1 - beta) v - gamma g;  w_{t+1} = y - delta g (in place of y)
                 v.mul_(1 - beta).add_(work, alpha=beta).add_(grad, alpha=-gamma)
+                ps.store("v", v)
                 work.add_(grad, alpha=-delta)
                 # y_{t+1} = alpha w_{t+1} + (1 - alpha) v_{t+1}
                 work.mul_(alpha).add_(v, alpha=1 - alpha)
-                if work is not param:
-                    param.copy_(work)
+                ps.write_back()
         return loss
 
 
@@ -104,6 +94,10 @@ class FourParameterASGD(_TwoIterateSGD):
         beta: weight of the query point in the long-step iterate, in [0, 1].
         gamma: the long step.
         weight_decay: L2 penalty added to the gradient.
+        state_storage: how ``v`` is held: ``"default"`` (the compute dtype: float32 for 16-bit parameters),
+            ``"float32"``, ``"bfloat16"`` or ``"8bit"`` (lossy for an iterate; for memory studies).
+        quant_block_size: elements per 8-bit block.
+        stochastic_rounding: round a bfloat16 ``v`` and bfloat16 parameters stochastically.
     """
 
     def __init__(
@@ -115,8 +109,13 @@ class FourParameterASGD(_TwoIterateSGD):
         gamma: float = 0.1,
         *,
         weight_decay: float = 0.0,
+        state_storage: str = DEFAULT_STORAGE,
+        quant_block_size: int = DEFAULT_BLOCK,
+        stochastic_rounding: bool = False,
     ) -> None:
-        super().__init__(params, dict(lr=lr, alpha=alpha, beta=beta, gamma=gamma, weight_decay=weight_decay))
+        defaults = dict(lr=lr, alpha=alpha, beta=beta, gamma=gamma, weight_decay=weight_decay)
+        defaults.update(storage_options(state_storage, quant_block_size, stochastic_rounding))
+        super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group: dict) -> None:
         check_non_negative("lr", group["lr"])
@@ -140,6 +139,10 @@ class ASGD(_TwoIterateSGD):
         xi: statistical advantage, ``1 <= xi <= sqrt(kappa)`` (default 10).
         small_const: ``c`` in (0, 1] (default 0.7).
         weight_decay: L2 penalty added to the gradient.
+        state_storage: how ``v`` is held: ``"default"`` (the compute dtype: float32 for 16-bit parameters),
+            ``"float32"``, ``"bfloat16"`` or ``"8bit"`` (lossy for an iterate; for memory studies).
+        quant_block_size: elements per 8-bit block.
+        stochastic_rounding: round a bfloat16 ``v`` and bfloat16 parameters stochastically.
 
     Equal to :class:`FourParameterASGD` with :func:`accsgd_to_four_parameter` (module docstring).
     """
@@ -153,8 +156,13 @@ class ASGD(_TwoIterateSGD):
         small_const: float = 0.7,
         *,
         weight_decay: float = 0.0,
+        state_storage: str = DEFAULT_STORAGE,
+        quant_block_size: int = DEFAULT_BLOCK,
+        stochastic_rounding: bool = False,
     ) -> None:
-        super().__init__(params, dict(lr=lr, kappa=kappa, xi=xi, small_const=small_const, weight_decay=weight_decay))
+        defaults = dict(lr=lr, kappa=kappa, xi=xi, small_const=small_const, weight_decay=weight_decay)
+        defaults.update(storage_options(state_storage, quant_block_size, stochastic_rounding))
+        super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group: dict) -> None:
         check_non_negative("lr", group["lr"])

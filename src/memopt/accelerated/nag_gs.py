@@ -30,10 +30,9 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from memopt.accelerated.base import SCALAR, AcceleratedBase
+from memopt.accelerated.base import DEFAULT_BLOCK, DEFAULT_STORAGE, AcceleratedBase, storage_options
 from memopt.accelerated.closure import evaluate
-from memopt.state import sharding
-from memopt.state.storage import compute_dtype
+from memopt.optim.template import PARAM, StateSlot, raw
 from memopt.validation import check_non_negative, check_positive
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
@@ -99,9 +98,13 @@ class NAGGS(AcceleratedBase):
         gamma: the initial damping ``gamma_0`` (> 0).
         fixed_gamma: keep gamma at ``gamma_0`` (the authors' ``NAG4`` variant).
         maximize: maximize the objective.
+        state_storage: how ``v`` is held: ``"default"`` (the compute dtype: float32 for 16-bit parameters),
+            ``"float32"``, ``"bfloat16"`` or ``"8bit"`` (lossy for an iterate; for memory studies).
+        quant_block_size: elements per 8-bit block.
+        stochastic_rounding: round a bfloat16 ``v`` and bfloat16 parameters stochastically.
 
-    State per parameter: ``v`` (a copy of the parameter at its first step; float32 for 16-bit parameters,
-    whose update is computed in float32), ``gamma`` (a float) and ``step``. See the module docstring for the update.
+    State per parameter: ``v`` (a copy of the parameter at its first step), ``gamma`` (a float) and
+    ``step``. See the module docstring for the update.
     """
 
     def __init__(
@@ -113,8 +116,13 @@ class NAGGS(AcceleratedBase):
         *,
         fixed_gamma: bool = False,
         maximize: bool = False,
+        state_storage: str = DEFAULT_STORAGE,
+        quant_block_size: int = DEFAULT_BLOCK,
+        stochastic_rounding: bool = False,
     ) -> None:
-        super().__init__(params, dict(lr=lr, mu=mu, gamma=gamma, fixed_gamma=fixed_gamma, maximize=maximize))
+        defaults = dict(lr=lr, mu=mu, gamma=gamma, fixed_gamma=fixed_gamma, maximize=maximize)
+        defaults.update(storage_options(state_storage, quant_block_size, stochastic_rounding))
+        super().__init__(params, defaults)
 
     def _check_hyperparameters(self, group: dict) -> None:
         check_non_negative("lr", group["lr"])
@@ -126,11 +134,9 @@ class NAGGS(AcceleratedBase):
                 "the step alpha^2/((1+alpha) gamma) would explode. Set mu > 0, or fixed_gamma=True."
             )
 
-    def _state_template(self, param: torch.Tensor, group: dict) -> dict:
-        return {"step": SCALAR, "gamma": SCALAR, "v": tuple(param.shape)}
-
-    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
-        return {"step": 0, "gamma": float(group["gamma"]), "v": param.detach().to(compute_dtype(param), copy=True)}
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        shape = tuple(param.shape)
+        return {"step": raw(0), "gamma": raw(float(group["gamma"])), "v": StateSlot("elementwise", shape, init=PARAM)}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -139,24 +145,15 @@ class NAGGS(AcceleratedBase):
         for group_index, group in enumerate(self.param_groups):
             alpha, mu = group["lr"], group["mu"]
             a = alpha / (1 + alpha)
-            for param in self._params_with_grad(group, group_index):
-                cdtype = compute_dtype(param)
-                grad = sharding.local(param.grad).to(cdtype)
-                if group["maximize"]:
-                    grad = -grad
-                if not self.state[param]:
-                    self.state[param].update(self._initial_state(param, group))
-                state = sharding.local_state(param, self.state[param])
-                state["step"] += 1
-                gamma = state["gamma"]
+            for index, param, name in self._params_with_grad(group, group_index):
+                ps = self._begin(param, group, index, name)
+                gamma = ps.state["gamma"]
                 b = alpha * mu / (alpha * mu + gamma)
-                v = state["v"]
-                param = sharding.local(param)  # a sharded parameter: its local piece
-                work = param if param.dtype == cdtype else param.to(cdtype)
-                v.mul_(1 - b).add_(work, alpha=b).add_(grad, alpha=-alpha / (alpha * mu + gamma))
+                v = ps.load("v", ps.work.dtype)
+                v.mul_(1 - b).add_(ps.work, alpha=b).add_(ps.grad, alpha=-alpha / (alpha * mu + gamma))
+                ps.store("v", v)
                 if not group["fixed_gamma"]:
-                    state["gamma"] = (1 - a) * gamma + a * mu
-                work.mul_(1 - a).add_(v, alpha=a)
-                if work is not param:
-                    param.copy_(work)
+                    ps.state["gamma"] = (1 - a) * gamma + a * mu
+                ps.work.mul_(1 - a).add_(v, alpha=a)
+                ps.write_back()
         return loss

@@ -49,8 +49,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from memopt.accelerated.base import SCALAR, AcceleratedBase
+from memopt.accelerated.base import AcceleratedBase
 from memopt.accelerated.closure import evaluate, gradients, missing_closure_error
+from memopt.optim.template import PARAM, StateSlot, raw
 from memopt.state import sharding
 from memopt.validation import check_non_negative, check_positive, check_positive_int
 
@@ -189,11 +190,10 @@ class QuasarAGD(AcceleratedBase):
                 f"Invalid mu: {group['mu']!r} with lr = {group['lr']!r}: mu must not exceed L = 1/lr (mu * lr <= 1)."
             )
 
-    def _state_template(self, param: torch.Tensor, group: dict) -> dict:
-        return {"step": SCALAR, "omega": SCALAR, "v": tuple(param.shape)}
-
-    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
-        return {"step": 0, "omega": 1.0, "v": param.detach().clone()}
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """``v`` starts as a copy of the parameter, in its dtype (the line search moves both together)."""
+        v = StateSlot("elementwise", tuple(param.shape), init=PARAM, default="param")
+        return {"step": raw(0), "omega": raw(1.0), "v": v}
 
     def _coefficients(self, group: dict, omega: float) -> dict[str, Any]:
         """beta, eta, c, b, guess, eps of this iteration (and the next omega)."""
@@ -228,8 +228,8 @@ class QuasarAGD(AcceleratedBase):
         group = self.param_groups[0]
         params = group["params"]
         for param in params:
-            if not self.state[param]:
-                self.state[param].update(self._initial_state(param, group))
+            if "step" not in self.state[param]:
+                self._init_state(param, self.state[param], group)
         first = self.state[params[0]]
         k = self._coefficients(group, first["omega"])
         # sharded parameters (FSDP2): every tensor below is this rank's piece, and the sums over the model

@@ -67,10 +67,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from memopt.accelerated.base import SCALAR, AcceleratedBase
+from memopt.accelerated.base import DEFAULT_BLOCK, DEFAULT_STORAGE, AcceleratedBase, storage_options
 from memopt.accelerated.closure import RngSnapshot, evaluate, gradients, missing_closure_error, parameters_at
-from memopt.state import sharding
-from memopt.state.storage import compute_dtype
+from memopt.estimators.base import ParamStep
+from memopt.optim.template import StateSlot, raw
+from memopt.state import sharding, storage
 from memopt.validation import check_betas, check_choice, check_non_negative, check_positive
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
@@ -104,24 +105,25 @@ class _RecursiveMomentum(AcceleratedBase):
     def _uses_g_prev(self, group: dict) -> bool:
         return self.rule == "meta_storm" and group["variant"] == "general"
 
-    def _state_template(self, param: torch.Tensor, group: dict) -> dict:
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """``d``, ``x_prev`` (and ``g_prev``) like the parameter; the accumulators ``a``, ``sum_a``, ``sum_b``
+        per coordinate (elementwise states) or per tensor (reduced 0-d tensors)."""
         shape = tuple(param.shape)
-        acc = shape if group["per_coordinate"] else SCALAR
-        template: dict[str, Any] = {"step": SCALAR, "d": shape, "x_prev": shape, "a": acc, "sum_a": acc, "sum_b": acc}
+        kind, acc = ("elementwise", shape) if group["per_coordinate"] else ("reduced", ())
+        template = {"step": raw(0), "d": StateSlot("elementwise", shape), "x_prev": StateSlot("elementwise", shape)}
+        for key, init in (("a", 1.0), ("sum_a", 0.0), ("sum_b", 0.0)):
+            template[key] = StateSlot(kind, acc, init=init, non_negative=True, sharded=group["per_coordinate"])
         if self._uses_g_prev(group):
-            template["g_prev"] = shape
+            template["g_prev"] = StateSlot("elementwise", shape)
         return template
 
-    def _initial_state(self, param: torch.Tensor, group: dict) -> dict:
-        cdtype = compute_dtype(param)
-        acc_shape = tuple(param.shape) if group["per_coordinate"] else ()
-        per_coordinate = group["per_coordinate"]
-        new = lambda fill: sharding.zeros(param, acc_shape, cdtype, sharded=per_coordinate, fill=fill)
-        state: dict[str, Any] = {"step": 0, "d": None, "x_prev": None, "a": new(1.0), "sum_a": new(0.0)}
-        state["sum_b"] = new(0.0)
-        for key in ("d", "x_prev", *(("g_prev",) if self._uses_g_prev(group) else ())):
-            state[key] = sharding.zeros(param, param.shape, cdtype, sharded=True)
-        return state
+    def _previous_iterate(self, param: torch.Tensor) -> torch.Tensor:
+        """``x_prev`` as a tensor laid out like ``param`` (decoded when it is stored in another format)."""
+        stored = self.state[param]["x_prev"]
+        value = storage.load(sharding.local_state(param, self.state[param]), "x_prev", stored.dtype)
+        if value is sharding.local(stored):
+            return stored
+        return sharding.spec_of(param).wrap(value.to(storage.compute_dtype(param)), param.shape, sharded=True)
 
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -136,86 +138,87 @@ class _RecursiveMomentum(AcceleratedBase):
         active = [
             (group, self._params_with_grad(group, group_index)) for group_index, group in enumerate(self.param_groups)
         ]
-        params = [p for _, group_params in active for p in group_params]
+        params = [p for _, group_params in active for _, p, _ in group_params]
         raw = gradients(params)
         current = dict(zip(params, raw))
         # the correction gradients g(x_{t-1}; xi_t), for parameters that have a previous iterate
         with_prev = [p for p in params if self.state[p].get("step", 0) > 0]
         correction: dict[torch.Tensor, torch.Tensor] = {}
         if with_prev:
-            previous = [self.state[p]["x_prev"] for p in with_prev]
+            previous = [self._previous_iterate(p) for p in with_prev]
             with parameters_at(with_prev, previous), snapshot.replay():
                 evaluate(closure)
                 correction = dict(zip(with_prev, gradients(with_prev)))
         for group, group_params in active:
-            for param in group_params:
-                self._update(param, current[param], correction.get(param), group)
+            for index, param, name in group_params:
+                state, fresh = self._advance(param, group)
+                ps = self._param_step(param, state, group, index, name, grad=current[param])
+                self._update(ps, fresh, correction.get(param), group)
         for param, grad in zip(params, raw):  # .grad is the gradient at the current parameters again
             if param.grad is not None:
                 param.grad.copy_(grad)
         return loss
 
-    def _accumulate(self, state: dict, key: str, value: torch.Tensor, beta: float, count: int, group: dict):
-        """Add ``value`` to the sum (or EMA) ``state[key]``; return the (bias-corrected) accumulator."""
-        acc = state[key]
+    @staticmethod
+    def _accumulate(ps: ParamStep, key: str, value: torch.Tensor, beta: float, count: int, group: dict):
+        """Add ``value`` to the sum (or EMA) ``key``; return the (bias-corrected) accumulator."""
+        acc = ps.load(key, value.dtype)
         if group["ema"]:
             acc.mul_(beta).add_(value, alpha=1 - beta)
+            ps.store(key, acc)
             if group["bias_correction"]:
                 return acc / (1 - beta**count)
             return acc
         acc.add_(value)
+        ps.store(key, acc)
         return acc
 
-    def _update(self, param: torch.Tensor, grad: torch.Tensor, corr: torch.Tensor | None, group: dict) -> None:
-        spec = sharding.spec_of(param)
-        fresh = "step" not in self.state[param]
-        if fresh:
-            self.state[param].update(self._initial_state(param, group))
-        state = sharding.local_state(param, self.state[param])
-        param = sharding.local(param)  # a sharded parameter: its local piece (and of grad, corr, state)
-        cdtype = compute_dtype(param)
-        work = param if param.dtype == cdtype else param.to(cdtype)
-        g = sharding.local(grad).to(cdtype)
+    def _update(self, ps: ParamStep, fresh: bool, corr: torch.Tensor | None, group: dict) -> None:
+        """One STORM step of ``ps`` (its state created now when ``fresh``); ``corr`` is the correction
+        gradient ``g(x_{t-1}; xi_t)`` from the second closure call (None at the first step)."""
+        spec, work, cdtype = ps.shard, ps.work, ps.work.dtype
+        g = ps.grad
         wd = group["weight_decay"]
         if wd != 0:
             g = g.add(work, alpha=wd)
         per_coordinate = group["per_coordinate"]
         beta_a, beta_b = group["betas"]
+        uses_g_prev = self._uses_g_prev(group)
         if fresh:
-            state["d"].copy_(g)
-            state["x_prev"].copy_(work)
-            if self._uses_g_prev(group):
-                state["g_prev"].copy_(g)
-        state["step"] += 1
-        t = state["step"]
-        d, a = state["d"], state["a"]
+            ps.store("d", g)
+            ps.store("x_prev", work)
+            if uses_g_prev:
+                ps.store("g_prev", g)
+        t = ps.step
+        d, a = ps.load("d", cdtype), ps.load("a", cdtype)
         if t > 1:
             if corr is None:  # pragma: no cover - x_prev exists whenever t > 1
                 raise RuntimeError("internal error: no correction gradient for a parameter with a previous iterate")
             c = sharding.local(corr).to(cdtype)
             if wd != 0:
-                c = c.add(state["x_prev"], alpha=wd)
-            if self._uses_g_prev(group):
-                diff = state["g_prev"] - c
-                sum_a = self._accumulate(state, "sum_a", _square(diff, per_coordinate, spec), beta_a, t - 1, group)
+                c = c.add(ps.load("x_prev", cdtype), alpha=wd)
+            if uses_g_prev:
+                diff = ps.load("g_prev", cdtype) - c
+                sum_a = self._accumulate(ps, "sum_a", _square(diff, per_coordinate, spec), beta_a, t - 1, group)
                 a.copy_((1 + sum_a / group["a0"]).pow(-2.0 / 3.0))
-                state["g_prev"].copy_(g)
+                ps.store("g_prev", g)
             # d_t = g_t + (1 - a_t)(d_{t-1} - c_t)
             d.sub_(c).mul_(1 - a).add_(g)
-        if not self._uses_g_prev(group):  # a_{t+1} from the gradients up to g_t
-            sum_a = self._accumulate(state, "sum_a", _square(g, per_coordinate, spec), beta_a, t, group)
+        if not uses_g_prev:  # a_{t+1} from the gradients up to g_t
+            sum_a = self._accumulate(ps, "sum_a", _square(g, per_coordinate, spec), beta_a, t, group)
             a.copy_((1 + sum_a / group["a0"]).pow(-2.0 / 3.0))
+        ps.store("a", a)
+        ps.store("d", d)
         if self.rule == "storm_plus":
-            sum_b = self._accumulate(state, "sum_b", _square(d, per_coordinate, spec) / a, beta_b, t, group)
+            sum_b = self._accumulate(ps, "sum_b", _square(d, per_coordinate, spec) / a, beta_b, t, group)
             b = (group["b0"] + sum_b).pow(1.0 / 3.0)
         else:
             p = group["p"]
-            sum_b = self._accumulate(state, "sum_b", _square(d, per_coordinate, spec), beta_b, t, group)
+            sum_b = self._accumulate(ps, "sum_b", _square(d, per_coordinate, spec), beta_b, t, group)
             b = (group["b0"] + sum_b).pow(p) / a.pow((1 - p) / 2)
-        state["x_prev"].copy_(work)
+        ps.store("x_prev", work)
         work.add_(d / b, alpha=-group["lr"])
-        if work is not param:
-            param.copy_(work)
+        ps.write_back()
 
 
 class MetaSTORM(_RecursiveMomentum):
@@ -236,6 +239,11 @@ class MetaSTORM(_RecursiveMomentum):
         bias_correction: divide the EMAs by ``1 - beta^n`` (Adam-style).
         weight_decay: L2 penalty added to both gradients of a step (coupled, so the STORM correction still
             telescopes on the penalised objective).
+        state_storage: how the states shaped like the parameter (``d``, ``x_prev``, ``g_prev`` and the
+            per-coordinate accumulators) are held: ``"default"`` (the compute dtype), ``"float32"``,
+            ``"bfloat16"`` or ``"8bit"``.
+        quant_block_size: elements per 8-bit block.
+        stochastic_rounding: round bfloat16 states and parameters stochastically.
 
     ``step(closure)`` requires a closure; see the module docstring for the update and what was verified.
     """
@@ -256,6 +264,9 @@ class MetaSTORM(_RecursiveMomentum):
         betas: tuple[float, float] = (0.99, 0.99),
         bias_correction: bool = False,
         weight_decay: float = 0.0,
+        state_storage: str = DEFAULT_STORAGE,
+        quant_block_size: int = DEFAULT_BLOCK,
+        stochastic_rounding: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -268,6 +279,7 @@ class MetaSTORM(_RecursiveMomentum):
             betas=betas,
             bias_correction=bias_correction,
             weight_decay=weight_decay,
+            **storage_options(state_storage, quant_block_size, stochastic_rounding),
         )
         super().__init__(params, defaults)
 
@@ -289,8 +301,8 @@ class STORMPlus(_RecursiveMomentum):
 
     ``a_{t+1} = (1 + sum ||g_i||^2 / a0)^(-2/3)``, ``b_t = (b0 + sum ||d_i||^2 / a_{i+1})^(1/3)``,
     ``x_{t+1} = x_t - lr d_t / b_t``; the options ``per_coordinate``, ``ema``, ``betas``,
-    ``bias_correction`` and ``weight_decay`` are those of :class:`MetaSTORM`. ``step(closure)`` requires
-    a closure.
+    ``bias_correction``, ``weight_decay`` and the storage options are those of :class:`MetaSTORM`.
+    ``step(closure)`` requires a closure.
     """
 
     rule = "storm_plus"
@@ -307,6 +319,9 @@ class STORMPlus(_RecursiveMomentum):
         betas: tuple[float, float] = (0.99, 0.99),
         bias_correction: bool = False,
         weight_decay: float = 0.0,
+        state_storage: str = DEFAULT_STORAGE,
+        quant_block_size: int = DEFAULT_BLOCK,
+        stochastic_rounding: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -317,5 +332,6 @@ class STORMPlus(_RecursiveMomentum):
             betas=betas,
             bias_correction=bias_correction,
             weight_decay=weight_decay,
+            **storage_options(state_storage, quant_block_size, stochastic_rounding),
         )
         super().__init__(params, defaults)

@@ -21,11 +21,13 @@ from __future__ import annotations
 import torch
 
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
+from memopt.estimators.registry import register_estimator
 from memopt.estimators.second_moment import accumulate, check_accumulation, denominator
 from memopt.state import sharding, storage
 from memopt.validation import check_non_negative
 
 
+@register_estimator("adagrad_norm")
 class AdaGradNormSecondMoment(SecondMomentEstimator):
     """One accumulator per tensor (``norm_sq``) or per group (``global_norm_sq``)."""
 

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import torch
 
 from memopt.state import sharding, storage
+from memopt.state.rounding import stochastic_round_to_bfloat16
 
 
 @dataclass
@@ -75,10 +76,22 @@ class ParamStep:
         """Write the state ``key`` back to its storage format, keeping ``value`` for the rest of the step."""
         storage.store(self.state, key, value, self.fresh, self.rounding)
 
+    def write_back(self) -> None:
+        """Write ``work`` (the updated parameter in the compute dtype) into the parameter: nothing to do when
+        they are one tensor; rounded stochastically for a bfloat16 parameter with a rounding generator."""
+        if self.work is self.param:
+            return
+        if self.rounding is not None and self.param.dtype == torch.bfloat16:
+            stochastic_round_to_bfloat16(self.work, self.rounding, out=self.param)
+        else:
+            self.param.copy_(self.work)
+
 
 class Estimator:
     """What both kinds of estimator share: hyperparameters, validation, lazy state, load checks."""
 
+    #: the registry name (``momentum_type`` / ``second_moment_type``), set by ``@register_estimator``
+    name: ClassVar[str] = ""
     #: hyperparameter name -> default, merged into every parameter group that uses the estimator
     hyperparameters: ClassVar[dict[str, Any]] = {}
 

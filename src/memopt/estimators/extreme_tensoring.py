@@ -77,6 +77,7 @@ import torch
 import torch.nn.functional as F
 
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
+from memopt.estimators.registry import register_estimator
 from memopt.estimators.second_moment import check_accumulation, root_correction
 from memopt.state import sharding, storage
 
@@ -254,6 +255,7 @@ def _key(i: int) -> str:
     return f"et_sq_{i}"
 
 
+@register_estimator("extreme_tensoring")
 class ExtremeTensoringSecondMoment(SecondMomentEstimator):
     """Extreme-tensoring accumulators (see the module docstring); hyperparameter ``et_order``."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from memopt.estimators.base import MomentumEstimator, ParamStep
+from memopt.estimators.registry import register_estimator
 from memopt.state import storage
 from memopt.validation import check_fraction, check_non_negative
 
@@ -24,6 +25,7 @@ def ema_bias_correction(group: dict, step: int) -> float:
     return 1 - beta1**step if group["bias_correction"] and beta1 > 0 else 1.0
 
 
+@register_estimator("none")
 class NoMomentum(MomentumEstimator):
     """``N_t = g_t``; no state."""
 
@@ -31,6 +33,7 @@ class NoMomentum(MomentumEstimator):
         return ps.grad
 
 
+@register_estimator("ema")
 class EMAMomentum(MomentumEstimator):
     """Exponential moving average of gradients, ``m_t = beta1 m_{t-1} + (1 - beta1) g_t`` (Adam).
 
@@ -65,6 +68,7 @@ class EMAMomentum(MomentumEstimator):
         return buffers
 
 
+@register_estimator("heavy_ball")
 class HeavyBallMomentum(MomentumEstimator):
     """Heavy-ball momentum as in ``torch.optim.SGD``: ``b_1 = g_1``; ``b_t = mu b_{t-1} + (1 - dampening) g_t``.
 

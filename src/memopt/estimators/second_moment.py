@@ -16,6 +16,7 @@ import math
 import torch
 
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
+from memopt.estimators.registry import register_estimator
 from memopt.state import storage
 from memopt.validation import check_non_negative
 
@@ -48,10 +49,12 @@ def check_accumulation(group: dict) -> None:
         )
 
 
+@register_estimator("none")
 class NoSecondMoment(SecondMomentEstimator):
     """No denominator: ``D_t = 1`` (SGD)."""
 
 
+@register_estimator("coordinate")
 class CoordinateSecondMoment(SecondMomentEstimator):
     """One accumulator per coordinate, ``S_t = g_t^2`` (Adam, RMSProp, AdaGrad).
 

@@ -40,6 +40,7 @@ import warnings
 import torch
 
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
+from memopt.estimators.registry import register_estimator
 from memopt.estimators.second_moment import accumulate, check_accumulation, denominator
 from memopt.state import sharding, storage
 
@@ -87,6 +88,7 @@ def _rows(x: torch.Tensor, b: int) -> int:
     return x.numel() // b if b else 0
 
 
+@register_estimator("subset_norm")
 class SubsetNormSecondMoment(SecondMomentEstimator):
     """Subset-Norm accumulators (see the module docstring); hyperparameter ``subset_size``."""
 

@@ -36,6 +36,7 @@ import torch
 from memopt.estimators import projectors
 from memopt.estimators.base import MomentumEstimator, ParamStep
 from memopt.estimators.momentum import ema_bias_correction
+from memopt.estimators.registry import register_estimator
 from memopt.state import sharding, storage
 from memopt.validation import check_choice, check_positive_int
 
@@ -52,6 +53,7 @@ def projector_seed(proj_seed: int, index: int, step: int) -> int:
     return ((proj_seed * 1_000_003 + index) * 1_000_033 + step) % (2**63 - 1)
 
 
+@register_estimator("subspace")
 class SubspaceMomentum(MomentumEstimator):
     """Subspace-Momentum numerator for 2-D parameters (see the module docstring)."""
 

@@ -3,8 +3,9 @@
 The engine's reference path computes the same update in several torch passes (dequantize both moments,
 update them, requantize, update the parameter). This kernel does it in one pass per block of
 ``quant_block_size`` elements, reading one byte per moment instead of writing float32 temporaries. The
-engine uses it for a parameter when the group is exactly AdamW (:func:`memopt.optim.fused.fused_adam_applies`)
-and both moments are stored as 8-bit codes; everything else keeps its usual path.
+engine's dispatch registry (:mod:`memopt.optim.dispatch`) gives it a parameter when the group is exactly
+AdamW and :func:`eligible` holds (both moments stored as 8-bit codes, :mod:`memopt.state.formats`);
+everything else keeps its usual path.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 
 from memopt.estimators.base import ParamStep
 from memopt.kernels.build import load
-from memopt.state import quantization
+from memopt.state import quantization, sharding
+from memopt.state.formats import Blockwise8bit, format_of
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 _BYTE_P = ctypes.POINTER(ctypes.c_uint8)
@@ -54,22 +56,34 @@ def _tables() -> tuple[torch.Tensor, ...]:
     return tuple(out)
 
 
+def _moment_formats(state) -> tuple[Blockwise8bit, Blockwise8bit] | None:
+    """The formats of both moments when they are 8-bit codes (signed first moment, unsigned second, one
+    block size), else None."""
+    if state.get("exp_avg") is None or state.get("exp_avg_sq") is None:
+        return None
+    m, v = format_of(state, "exp_avg"), format_of(state, "exp_avg_sq")
+    if not (isinstance(m, Blockwise8bit) and isinstance(v, Blockwise8bit)):
+        return None
+    if not (m.signed and not v.signed and m.block_size == v.block_size):
+        return None
+    return m, v
+
+
 def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
-    """Whether ``param`` is a contiguous float32 CPU tensor whose moments are 8-bit codes with one block size."""
+    """Whether ``param`` is a contiguous float32 CPU tensor whose moments are 8-bit codes with one block
+    size, cut into blocks from the local piece's first element (a whole tensor, or a shard of whole blocks
+    that holds its own maxima)."""
     if not (
         param.device.type == "cpu"
         and param.dtype == torch.float32
         and grad.dtype == torch.float32
         and param.is_contiguous()
-        and state.get("exp_avg") is not None
-        and state["exp_avg"].dtype == torch.uint8
-        and state.get("exp_avg_sq") is not None
-        and state["exp_avg_sq"].dtype == torch.uint8
     ):
         return False
-    m_kind, m_block = state["exp_avg_qmap"].split("/")
-    v_kind, v_block = state["exp_avg_sq_qmap"].split("/")
-    return m_kind == "signed" and v_kind == "unsigned" and m_block == v_block and available()
+    moments = _moment_formats(state)
+    if moments is None or not available():
+        return False
+    return all(fmt.quantized_alone(state, key) for fmt, key in zip(moments, ("exp_avg", "exp_avg_sq")))
 
 
 def _ptr(tensor: torch.Tensor, kind):
@@ -92,12 +106,12 @@ def step(steps: list[ParamStep], group: dict) -> None:
     for ps in steps:
         state = ps.state
         grad = ps.grad.contiguous()
-        block = int(state["exp_avg_qmap"].split("/")[1])
+        m_format, v_format = _moment_formats(state)
         failed = library.memopt_adamw8bit_step(
             _ptr(ps.param, _FLOAT_P), _ptr(grad, _FLOAT_P),
-            _ptr(state["exp_avg"], _BYTE_P), _ptr(state["exp_avg_absmax"], _FLOAT_P),
-            _ptr(state["exp_avg_sq"], _BYTE_P), _ptr(state["exp_avg_sq_absmax"], _FLOAT_P),
-            ps.param.numel(), block,
+            _ptr(sharding.local(state["exp_avg"]), _BYTE_P), _ptr(m_format.maxima(state, "exp_avg"), _FLOAT_P),
+            _ptr(sharding.local(state["exp_avg_sq"]), _BYTE_P), _ptr(v_format.maxima(state, "exp_avg_sq"), _FLOAT_P),
+            ps.param.numel(), m_format.block_size,
             _ptr(signed_map, _FLOAT_P), _ptr(unsigned_map, _FLOAT_P),
             _ptr(signed_table, _BYTE_P), _ptr(signed_mid, _FLOAT_P),
             _ptr(unsigned_table, _BYTE_P), _ptr(unsigned_mid, _FLOAT_P),

@@ -18,9 +18,12 @@ tests hold it equal to. One step for a parameter ``theta`` with gradient ``g`` (
     theta   <- theta - wd alpha_t theta - U
 
 The relative step, parameter scaling and clipping act on the whole update, so Adafactor has its own step
-on :class:`memopt.optim.base.MemoptBase` (the torch.optim contract) instead of the engine's pipeline. It
-reuses the project's validators and computes in float32 for 16-bit parameters, keeping every state
-(factored statistics, second moment, momentum) in float32 there, as ``transformers`` does. The parameter
+on :class:`memopt.optim.base.MemoptBase` (the torch.optim contract, the per-parameter contract and the
+state template) instead of the engine's pipeline. It computes in float32 for 16-bit parameters, keeping
+every state (factored statistics, second moment, momentum) in float32 there by default, as
+``transformers`` does. ``state_storage`` ("float32", "bfloat16" with optional ``stochastic_rounding``,
+"8bit") chooses how the elementwise states (``exp_avg``, and ``exp_avg_sq`` of vectors) are held; the
+factored row and column statistics are reduced states and stay in float32. The parameter
 RMS that ``transformers`` records in its state is recomputed each step instead of stored, and
 ``param_groups[i]["lr"]`` is never modified (``lr`` stays ``None`` with ``relative_step=True``).
 
@@ -39,16 +42,13 @@ from typing import Any
 
 import torch
 
-from memopt.optim.base import MemoptBase, param_name
+from memopt.estimators.base import ParamStep
+from memopt.optim.base import STORAGE_OPTIONS, MemoptBase
 from memopt.optim.baselines import Params
-from memopt.state import sharding, storage
+from memopt.optim.template import StateSlot, raw
+from memopt.state import quantization, sharding
 from memopt.state.sharding import ShardSpec
 from memopt.validation import check_fraction, check_non_negative, check_positive
-
-_HINT = (
-    " The checkpoint was saved from a different model or Adafactor configuration (for example another beta1); "
-    "load it into the configuration it was saved from."
-)
 
 
 def relative_step_size(step: int, *, warmup_init: bool) -> float:
@@ -87,31 +87,46 @@ def state_shapes(param: torch.Tensor, group: dict) -> dict[str, tuple[int, ...]]
     return shapes
 
 
-def factored_update(
-    grad: torch.Tensor, state: dict, beta: float, eps1: float, spec: ShardSpec | None = None
-) -> torch.Tensor:
+def state_template(param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+    """Adafactor's state for ``param``: the step, momentum (with ``beta1``), and factored row/column
+    statistics (every state's dim 0 is the parameter's, except a matrix's column statistics) or a full
+    second moment."""
+    template = {"step": raw(0)}
+    shapes = state_shapes(param, group)
+    if "exp_avg" in shapes:
+        template["exp_avg"] = StateSlot("elementwise", shapes["exp_avg"])
+    if is_factored(param):
+        template["exp_avg_sq_row"] = StateSlot("reduced", shapes["exp_avg_sq_row"], sharded=True)
+        col_sharded = param.dim() != 2
+        template["exp_avg_sq_col"] = StateSlot("reduced", shapes["exp_avg_sq_col"], sharded=col_sharded)
+    else:
+        template["exp_avg_sq"] = StateSlot("elementwise", shapes["exp_avg_sq"], non_negative=True)
+    return template
+
+
+def factored_update(ps: ParamStep, beta: float, eps1: float) -> torch.Tensor:
     """Update the row/column statistics with ``S = g^2 + eps1`` and return ``g / sqrt(V_hat)`` (for this
-    rank's rows ``grad`` under ``spec``)."""
-    spec = spec or sharding.whole(grad.shape)
+    rank's rows of the gradient, ``ps.shard`` saying where they sit)."""
+    grad, spec = ps.grad, ps.shard
     sq = grad.square().add_(eps1)
-    row = storage.load(state, "exp_avg_sq_row", grad.dtype)
-    col = storage.load(state, "exp_avg_sq_col", grad.dtype)
+    row = ps.load("exp_avg_sq_row", grad.dtype)
+    col = ps.load("exp_avg_sq_col", grad.dtype)
     row.mul_(beta).add_(sq.mean(dim=-1), alpha=1 - beta)
     col.mul_(beta).add_(sharding.mean(sq, -2, spec), alpha=1 - beta)  # over the rows: all ranks' for a matrix
-    storage.store(state, "exp_avg_sq_row", row)
-    storage.store(state, "exp_avg_sq_col", col)
+    ps.store("exp_avg_sq_row", row)
+    ps.store("exp_avg_sq_col", col)
     row_factor = (row / sharding.mean(row, -1, spec, keepdim=True)).rsqrt_().unsqueeze(-1)
     col_factor = col.unsqueeze(-2).rsqrt()
     return (row_factor * col_factor).mul_(grad)
 
 
-def full_update(grad: torch.Tensor, state: dict, beta: float, eps1: float) -> torch.Tensor:
+def full_update(ps: ParamStep, beta: float, eps1: float) -> torch.Tensor:
     """Update the full second moment with ``S = g^2 + eps1`` and return ``g / sqrt(V)``."""
-    sq = grad.square().add_(eps1)
-    acc = storage.load(state, "exp_avg_sq", grad.dtype)
+    sq = ps.grad.square().add_(eps1)
+    acc = ps.load("exp_avg_sq", ps.grad.dtype)
     acc.mul_(beta).add_(sq, alpha=1 - beta)
-    storage.store(state, "exp_avg_sq", acc)
-    return acc.rsqrt().mul_(grad)
+    ps.store("exp_avg_sq", acc)
+    return acc.rsqrt().mul_(ps.grad)
 
 
 class Adafactor(MemoptBase):
@@ -131,6 +146,10 @@ class Adafactor(MemoptBase):
         relative_step: use ``rho_t`` instead of ``lr``.
         warmup_init: with ``relative_step``, the cap ``1e-6 t`` (linear warm-up) instead of ``1e-2``.
         maximize: ascend instead of descend.
+        state_storage: how ``exp_avg`` and vectors' ``exp_avg_sq`` are held: ``"default"`` (float32 for
+            16-bit parameters, else their dtype), ``"float32"``, ``"bfloat16"`` or ``"8bit"``.
+        quant_block_size: elements per 8-bit block.
+        stochastic_rounding: round bfloat16 states and parameters stochastically.
 
     References:
         Shazeer & Stern, ICML 2018, arXiv 1804.04235.
@@ -150,6 +169,9 @@ class Adafactor(MemoptBase):
         warmup_init: bool = False,
         *,
         maximize: bool = False,
+        state_storage: str = STORAGE_OPTIONS["state_storage"],
+        quant_block_size: int = quantization.DEFAULT_BLOCK_SIZE,
+        stochastic_rounding: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -162,6 +184,9 @@ class Adafactor(MemoptBase):
             relative_step=relative_step,
             warmup_init=warmup_init,
             maximize=maximize,
+            state_storage=state_storage,
+            quant_block_size=quant_block_size,
+            stochastic_rounding=stochastic_rounding,
         )
         super().__init__(params, defaults)
 
@@ -208,39 +233,8 @@ class Adafactor(MemoptBase):
         check_non_negative("weight_decay", group["weight_decay"])
 
     # ------------------------------------------------------------------------------------------- state
-    @staticmethod
-    def _init_state(param: torch.Tensor, state: dict, group: dict) -> None:
-        state["step"] = 0
-        for key, shape in state_shapes(param, group).items():
-            # every state's dim 0 is the parameter's, except a matrix's column statistics
-            sharded = not (key == "exp_avg_sq_col" and param.dim() == 2)
-            state[key] = storage.zeros_reduced(param, shape, sharded=sharded)
-
-    def prepare_state(self) -> None:
-        for group in self.param_groups:
-            for param in group["params"]:
-                if "step" not in self.state[param]:
-                    self._init_state(param, self.state[param], group)
-
-    def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
-        expected: dict[str, tuple[int, ...] | None] = {"step": None, **state_shapes(param, group)}
-        unknown = sorted(set(state) - set(expected))
-        if unknown:
-            raise ValueError(f"Cannot load optimizer state for {name}: unexpected state keys {unknown}.{_HINT}")
-        missing = sorted(set(expected) - set(state))
-        if missing:
-            raise ValueError(f"Cannot load optimizer state for {name}: missing state keys {missing}.{_HINT}")
-        if not isinstance(state["step"], int):
-            raise ValueError(f"Cannot load optimizer state for {name}: 'step' must be an int.{_HINT}")
-        for key, shape in expected.items():
-            if shape is not None and tuple(state[key].shape) != shape:
-                raise ValueError(
-                    f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(state[key].shape)}, "
-                    f"expected {shape}.{_HINT}"
-                )
-        template: dict = {}
-        self._init_state(param.detach().to("meta"), template, group)
-        sharding.check_loaded_layout(template, state, name)
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        return state_template(param, group)
 
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -251,10 +245,9 @@ class Adafactor(MemoptBase):
             with torch.enable_grad():
                 loss = closure()
         for group_index, group in enumerate(self.param_groups):
-            for position, param in enumerate(group["params"]):
-                if param.grad is None or param.numel() == 0:
-                    continue
-                self._update(param, group, param_name(group, group_index, position, param))
+            for index, param, name in self._params_with_grad(group, group_index):
+                if param.numel() > 0:
+                    self._update(self._begin(param, group, index, name), group)
         return loss
 
     def _step_size(self, work: torch.Tensor, group: dict, step: int, spec: ShardSpec) -> torch.Tensor | float:
@@ -264,39 +257,19 @@ class Adafactor(MemoptBase):
             return rho
         return rms(work, spec).clamp(min=group["eps"][1]) * rho
 
-    def _update(self, param: torch.Tensor, group: dict, name: str) -> None:
-        grad = param.grad
-        if grad.is_sparse:
-            raise ValueError(
-                f"{name} has a sparse gradient; Adafactor needs dense gradients. Use nn.Embedding(sparse=False), "
-                "or torch.optim.SparseAdam for that parameter."
-            )
-        spec = sharding.spec_of(param)  # a sharded parameter is updated through its local piece
-        cdtype = storage.compute_dtype(param)
-        grad = sharding.local(grad).to(cdtype).contiguous()
-        if group["maximize"]:
-            grad = -grad
-        if "step" not in self.state[param]:
-            self._init_state(param, self.state[param], group)
-        self.state[param]["step"] += 1
-        state = sharding.local_state(param, self.state[param])
-        step = state["step"]
-        piece = sharding.local(param)
-        work = piece if piece.dtype == cdtype else piece.to(cdtype)
-        alpha = self._step_size(work, group, step, spec)
+    def _update(self, ps: ParamStep, group: dict) -> None:
+        work, step = ps.work, ps.step
+        alpha = self._step_size(work, group, step, ps.shard)
         beta = decay_coefficient(step, group["decay_rate"])
         eps1 = group["eps"][0]
-        if is_factored(param):
-            update = factored_update(grad, state, beta, eps1, spec)
-        else:
-            update = full_update(grad, state, beta, eps1)
-        update.div_((rms(update, spec) / group["clip_threshold"]).clamp_(min=1.0))
+        update = factored_update(ps, beta, eps1) if is_factored(work) else full_update(ps, beta, eps1)
+        update.div_((rms(update, ps.shard) / group["clip_threshold"]).clamp_(min=1.0))
         update.mul_(alpha)
         beta1 = group["beta1"]
         if beta1 is not None:
-            exp_avg = storage.load(state, "exp_avg", cdtype)
+            exp_avg = ps.load("exp_avg", work.dtype)
             exp_avg.mul_(beta1).add_(update, alpha=1 - beta1)
-            storage.store(state, "exp_avg", exp_avg)
+            ps.store("exp_avg", exp_avg)
             update = exp_avg
         wd = group["weight_decay"]
         if wd != 0:  # theta <- theta - wd alpha theta, rounded as transformers rounds it
@@ -305,5 +278,4 @@ class Adafactor(MemoptBase):
             else:
                 work.add_(work, alpha=-wd * alpha)
         work.sub_(update)
-        if work is not piece:
-            piece.copy_(work)
+        ps.write_back()

@@ -4,8 +4,17 @@
   ``add_param_group``), and a rejected group is not kept: errors come before any state exists.
 * Messages name the parameter (``param_names`` from ``memopt.build_optimizer`` or torch's named
   parameters) or its position and shape.
+* **One per-parameter contract.** :meth:`MemoptBase._params_with_grad` lists the parameters to update
+  (a sparse gradient is an error naming it) and :meth:`MemoptBase._begin` turns one of them into a
+  :class:`~memopt.estimators.base.ParamStep`: lazy state creation, ``step += 1``, the local piece of a
+  sharded parameter and where it sits (``ShardSpec``), the gradient in the compute dtype (float32 for
+  16-bit parameters) and negated for ``maximize``, the work copy, the seeded generator for stochastic
+  rounding; the update reads and writes its state through ``ps.load`` / ``ps.store`` (whatever the
+  storage format) and ends with ``ps.write_back()``.
+* **A declarative state template** (:mod:`memopt.optim.template`): :meth:`MemoptBase.state_template`
+  drives state creation, ``prepare_state`` and the check of a loaded checkpoint.
 * ``load_state_dict`` keeps every state tensor's dtype exactly as saved and checks the state against what
-  the optimizer would create for that parameter.
+  the optimizer would create for that parameter (built on the meta device).
 * Parameters may be DTensors sharded on dim 0 (FSDP2); their state is then held as DTensors, and
   ``prepare_state`` creates all of it without stepping, as the template that
   ``torch.distributed.checkpoint`` loads into (:mod:`memopt.state.sharding`).
@@ -20,7 +29,18 @@ from typing import Any
 import torch
 from torch.optim import Optimizer
 
-from memopt.state import sharding
+from memopt.estimators.base import ParamStep
+from memopt.optim.template import StateSlot, create_state
+from memopt.state import quantization, sharding, storage
+from memopt.state.rounding import rounding_generator
+from memopt.validation import check_bool, check_choice, check_positive_int
+
+#: group options of every optimizer whose state goes through :mod:`memopt.state.storage`, with defaults
+STORAGE_OPTIONS: dict[str, Any] = {
+    "state_storage": "default",
+    "quant_block_size": quantization.DEFAULT_BLOCK_SIZE,
+    "stochastic_rounding": False,
+}
 
 
 def param_name(group: dict, group_index: int, position: int, param: torch.Tensor) -> str:
@@ -31,11 +51,20 @@ def param_name(group: dict, group_index: int, position: int, param: torch.Tensor
     return f"param_groups[{group_index}]['params'][{position}] (shape {tuple(param.shape)})"
 
 
+def check_storage_options(group: dict) -> None:
+    """Validate ``state_storage``, ``quant_block_size`` and ``stochastic_rounding`` (clear ValueErrors)."""
+    check_choice("state_storage", group["state_storage"], storage.STORAGE_CHOICES)
+    check_positive_int("quant_block_size", group["quant_block_size"])
+    check_bool("stochastic_rounding", group["stochastic_rounding"])
+
+
 class MemoptBase(Optimizer):
-    """Base of all memopt optimizers: validated groups, named errors, exact state loading.
+    """Base of all memopt optimizers: validated groups, named errors, the per-parameter contract, the state
+    template and exact state loading.
 
     Subclasses override :meth:`_complete_group` (fill defaults), :meth:`_validate_group` (raise
-    ``ValueError``) and :meth:`_check_loaded_state` (reject state of another configuration).
+    ``ValueError``) and :meth:`state_template` (or :meth:`_init_state` when their state is assembled from
+    parts, as the engine's estimators do).
     """
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -60,15 +89,71 @@ class MemoptBase(Optimizer):
                     f"{param_name(group, group_index, position, param)} is complex; memopt optimizers handle real "
                     "parameters. Optimize torch.view_as_real(param) instead, or use a torch.optim optimizer for it."
                 )
+        if "state_storage" in group:
+            check_storage_options(group)
 
-    def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
-        """Raise ``ValueError`` if ``state`` could not have been created by this optimizer for ``param``."""
+    # ------------------------------------------------------------------------------------------- state
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """What this optimizer keeps for ``param`` in ``group``: key -> :class:`StateSlot`."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare state_template()")
+
+    def _init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+        """Create ``param``'s state in ``state`` (at its first step, or as a template)."""
+        state.update(create_state(param, group, self.state_template(param, group)))
+
+    def _optional_state_shapes(self, param: torch.Tensor, state: dict, group: dict) -> dict[str, Any]:
+        """State keys created later than the first step (e.g. a projector), with their shapes (None: free)."""
+        return {}
 
     def prepare_state(self) -> None:
         """Create every parameter's state (zero tensors, step counters at 0) without stepping, so that
         ``state_dict()`` lists every entry a checkpoint of this optimizer holds: the template that
         ``torch.distributed.checkpoint.load`` fills in place. Parameters that already have state keep it."""
-        raise NotImplementedError(f"{type(self).__name__} does not implement prepare_state()")
+        for group in self.param_groups:
+            for param in group["params"]:
+                if "step" not in self.state[param]:
+                    self._init_state(param, self.state[param], group)
+
+    def _load_hint(self) -> str:
+        return (
+            f" The checkpoint was saved from a different model or {type(self).__name__} configuration (for "
+            "example another shape, option or optimizer); load it into the configuration it was saved from."
+        )
+
+    def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
+        """Raise ``ValueError`` if ``state`` could not have been created by this optimizer for ``param``:
+        its keys, tensor shapes and layouts are compared with a meta-device copy of the fresh state."""
+        fresh: dict = {}
+        self._init_state(param.detach().to("meta"), fresh, group)
+        expected: dict[str, Any] = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in fresh.items()}
+        expected.update(self._optional_state_shapes(param, state, group))
+        hint = self._load_hint()
+        unknown = sorted(set(state) - set(expected))
+        if unknown:
+            raise ValueError(f"Cannot load optimizer state for {name}: unexpected state keys {unknown}.{hint}")
+        missing = sorted(set(fresh) - set(state))
+        if missing:
+            raise ValueError(f"Cannot load optimizer state for {name}: missing state keys {missing}.{hint}")
+        if not isinstance(state["step"], int):
+            raise ValueError(f"Cannot load optimizer state for {name}: 'step' must be an int.{hint}")
+        for key, value in state.items():
+            shape = expected[key]
+            if torch.is_tensor(value) and shape is not None and tuple(value.shape) != shape:
+                raise ValueError(
+                    f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(value.shape)}, "
+                    f"expected {shape}.{hint}"
+                )
+            if key in fresh and torch.is_tensor(fresh[key]) and not torch.is_tensor(value):
+                raise ValueError(
+                    f"Cannot load optimizer state for {name}: state {key!r} has shape {type(value).__name__}, "
+                    f"expected {shape}.{hint}"
+                )
+            if key in fresh and not torch.is_tensor(fresh[key]) and torch.is_tensor(value) and value.ndim != 0:
+                raise ValueError(
+                    f"Cannot load optimizer state for {name}: state {key!r} must be a scalar, got shape "
+                    f"{tuple(value.shape)}.{hint}"
+                )
+        sharding.check_loaded_layout(fresh, state, name)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``state_dict()``, keeping every state tensor's dtype exactly as saved.
@@ -76,7 +161,7 @@ class MemoptBase(Optimizer):
         ``torch.optim.Optimizer.load_state_dict`` casts floating state to the parameter's dtype (and would
         turn int64 projector indices or float32 accumulators of bfloat16 parameters into something else);
         here the groups are loaded by torch and the per-parameter state by memopt, moved to the
-        parameter's device only, and checked against the group's estimators.
+        parameter's device only, and checked against the state this optimizer would create.
         """
         saved_state = state_dict["state"]
         super().load_state_dict({**state_dict, "state": {}})
@@ -97,3 +182,73 @@ class MemoptBase(Optimizer):
             self._check_loaded_state(param, state, group, name)
             new_state[param] = state
         self.state = new_state
+
+    # ------------------------------------------------------------------------ the per-parameter contract
+    def _params_with_grad(self, group: dict, group_index: int) -> list[tuple[int, torch.Tensor, str]]:
+        """``(index, parameter, name)`` of the parameters of ``group`` that have a gradient; ``index`` is the
+        position over all groups (it seeds stochastic rounding). A sparse gradient is an error naming it."""
+        first = sum(len(g["params"]) for g in self.param_groups[:group_index])
+        found = []
+        for position, param in enumerate(group["params"]):
+            if param.grad is None:
+                continue
+            name = param_name(group, group_index, position, param)
+            if param.grad.is_sparse:
+                raise ValueError(
+                    f"{name} has a sparse gradient; {type(self).__name__} needs dense gradients. Use "
+                    "nn.Embedding(sparse=False), or torch.optim.SparseAdam for that parameter."
+                )
+            found.append((first + position, param, name))
+        return found
+
+    def _advance(self, param: torch.Tensor, group: dict) -> tuple[dict, bool]:
+        """Create ``param``'s state if it has none, count the step; its local state view, and whether the
+        state was created now."""
+        fresh = "step" not in self.state[param]
+        if fresh:
+            self._init_state(param, self.state[param], group)
+        self.state[param]["step"] += 1
+        return sharding.local_state(param, self.state[param]), fresh
+
+    @staticmethod
+    def _param_step(
+        param: torch.Tensor,
+        state: dict,
+        group: dict,
+        index: int,
+        name: str,
+        *,
+        grad: torch.Tensor | None = None,
+        cast_grad: bool = True,
+        maximize: bool = False,
+        group_state: dict | None = None,
+    ) -> ParamStep:
+        """``param``'s inputs to this step: its local piece and gradient (``grad``, default ``.grad``; in the
+        compute dtype unless ``cast_grad`` is False, negated with ``maximize``), in one canonical memory
+        order; the work copy in the compute dtype; the rounding generator with ``stochastic_rounding``."""
+        shard = sharding.spec_of(param)
+        piece = sharding.local(param)  # a sharded parameter is updated through its local piece
+        grad = sharding.local(param.grad if grad is None else grad)
+        if not grad.is_contiguous():
+            # one canonical memory order, so that reductions and matmuls (and hence results) do not depend
+            # on the gradient's strides
+            grad = grad.contiguous()
+        cdtype = storage.compute_dtype(piece)
+        if cast_grad:
+            grad = grad.to(cdtype)
+        if maximize:
+            grad = -grad
+        work = piece if piece.dtype == cdtype else piece.to(cdtype)
+        shared = {} if group_state is None else group_state
+        ps = ParamStep(piece, work, grad, state, state["step"], index, name, shared, shard=shard)
+        if group.get("stochastic_rounding"):
+            ps.rounding = rounding_generator(piece.device, ps.index, ps.step, shard.start)
+        return ps
+
+    def _begin(
+        self, param: torch.Tensor, group: dict, index: int, name: str, *, grad: torch.Tensor | None = None
+    ) -> ParamStep:
+        """The whole contract for one parameter: state, step count, and its :class:`ParamStep` (gradient in
+        the compute dtype, ``maximize`` applied when the group has it)."""
+        state, _ = self._advance(param, group)
+        return self._param_step(param, state, group, index, name, grad=grad, maximize=group.get("maximize", False))

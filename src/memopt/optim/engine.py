@@ -15,10 +15,12 @@ their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two 
 
 * the **reference** path, tensor by tensor and readable, computing in float32 for 16-bit parameters (and
   for state held in 16 or 8 bits, see :mod:`memopt.state.storage`);
-* the **fast** path (``foreach=None`` or ``True``), used for float32/float64 contiguous parameters whose
-  state has their dtype: in-place updates, ``torch._foreach_*`` over the group, and the final combine fused
-  into one ``addcdiv_``; groups that are exactly Adam/AdamW go to torch's fused Adam kernel
-  (:mod:`memopt.optim.fused`). Tests hold it equal to the reference path.
+* the **fast** implementations (``foreach=None`` or ``True``), a registry in :mod:`memopt.optim.dispatch`:
+  each declares which groups (estimators, options) and which parameters (device, dtypes, storage) it
+  handles, and a parameter goes to the first that applies (the 8-bit AdamW C kernel, torch's fused Adam,
+  the estimators' foreach methods), else to the reference path. Tests hold them equal to the reference path.
+
+The estimators are looked up by name in :mod:`memopt.estimators.registry` (``@register_estimator``).
 
 Sharded parameters (FSDP2 DTensors) go through the same paths on their local pieces; their state is held
 as DTensors and the estimators combine partial results across the shard group (:mod:`memopt.state.sharding`).
@@ -27,39 +29,17 @@ as DTensors and the estimators combine partial results across the shard group (:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from memopt.estimators.adagrad_norm import AdaGradNormSecondMoment
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
-from memopt.estimators.extreme_tensoring import ExtremeTensoringSecondMoment
-from memopt.estimators.momentum import EMAMomentum, HeavyBallMomentum, NoMomentum
-from memopt.estimators.second_moment import CoordinateSecondMoment, NoSecondMoment
-from memopt.estimators.subset_norm import SubsetNormSecondMoment
-from memopt.estimators.subspace_momentum import SubspaceMomentum
-from memopt.kernels import adamw8bit
-from memopt.optim.base import MemoptBase, param_name
-from memopt.optim.fused import fused_adam_applies, fused_adam_step
+from memopt.estimators.registry import MOMENTUM, SECOND_MOMENT
+from memopt.optim import dispatch
+from memopt.optim.base import STORAGE_OPTIONS, MemoptBase, param_name
 from memopt.state import sharding, storage
-from memopt.state.rounding import rounding_generator, stochastic_round_to_bfloat16
-from memopt.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
-
-MOMENTUM_ESTIMATORS: dict[str, MomentumEstimator] = {
-    "none": NoMomentum(),
-    "ema": EMAMomentum(),
-    "heavy_ball": HeavyBallMomentum(),
-    "subspace": SubspaceMomentum(),
-}
-
-SECOND_MOMENT_ESTIMATORS: dict[str, SecondMomentEstimator] = {
-    "none": NoSecondMoment(),
-    "coordinate": CoordinateSecondMoment(),
-    "subset_norm": SubsetNormSecondMoment(),
-    "adagrad_norm": AdaGradNormSecondMoment(),
-    "extreme_tensoring": ExtremeTensoringSecondMoment(),
-}
+from memopt.validation import check_betas, check_choice, check_non_negative
 
 #: hyperparameters every group has, with their defaults
 ENGINE_HYPERPARAMETERS: dict[str, Any] = {
@@ -75,18 +55,8 @@ ENGINE_HYPERPARAMETERS: dict[str, Any] = {
     "momentum_type": "ema",
     "second_moment_type": "coordinate",
     "foreach": None,
-    "state_storage": "default",
-    "quant_block_size": 256,
-    "stochastic_rounding": False,
+    **STORAGE_OPTIONS,
 }
-
-_FAST_DTYPES = (torch.float32, torch.float64)
-
-
-def _kind(estimator: MomentumEstimator | SecondMomentEstimator) -> str:
-    """The registry key of an estimator instance."""
-    table = MOMENTUM_ESTIMATORS if isinstance(estimator, MomentumEstimator) else SECOND_MOMENT_ESTIMATORS
-    return next(k for k, v in table.items() if v is estimator)
 
 
 def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEstimator]:
@@ -98,16 +68,7 @@ def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEsti
     second_type = group["second_moment_type"]
     if second_type == "subset_norm" and group.get("subset_size") is None:
         second_type = "coordinate"
-    return MOMENTUM_ESTIMATORS[momentum_type], SECOND_MOMENT_ESTIMATORS[second_type]
-
-
-def _blocks_start_at_the_piece(shard: sharding.ShardSpec, state: MutableMapping) -> bool:
-    """Whether the 8-bit blocks of a parameter's moments start at its local piece's first element (``shard``
-    says where the piece sits): a whole tensor, or a shard made of whole blocks, whose block maxima are
-    sharded with it (:func:`memopt.state.storage.blocks_follow_shards`)."""
-    if not shard.sharded:
-        return True
-    return all(sharding.state_spec(state, key).sharded for key in ("exp_avg_absmax", "exp_avg_sq_absmax"))
+    return MOMENTUM[momentum_type], SECOND_MOMENT[second_type]
 
 
 class MemoptOptimizer(MemoptBase):
@@ -122,9 +83,9 @@ class MemoptOptimizer(MemoptBase):
 
     # ----------------------------------------------------------------------------------------- groups
     def _complete_group(self, group: dict) -> None:
-        check_choice("momentum_type", group["momentum_type"], MOMENTUM_ESTIMATORS)
-        check_choice("second_moment_type", group["second_moment_type"], SECOND_MOMENT_ESTIMATORS)
-        declared = (MOMENTUM_ESTIMATORS[group["momentum_type"]], SECOND_MOMENT_ESTIMATORS[group["second_moment_type"]])
+        check_choice("momentum_type", group["momentum_type"], MOMENTUM)
+        check_choice("second_moment_type", group["second_moment_type"], SECOND_MOMENT)
+        declared = (MOMENTUM[group["momentum_type"]], SECOND_MOMENT[group["second_moment_type"]])
         for estimator in (*declared, *resolve_estimators(group)):
             for key, default in estimator.hyperparameters.items():
                 group.setdefault(key, default)
@@ -136,9 +97,6 @@ class MemoptOptimizer(MemoptBase):
         for key in ("lr", "eps", "weight_decay", "lr_decay", "update_momentum"):
             check_non_negative(key, group[key])
         check_betas(group["betas"])
-        check_choice("state_storage", group["state_storage"], storage.STORAGE_CHOICES)
-        check_positive_int("quant_block_size", group["quant_block_size"])
-        check_bool("stochastic_rounding", group["stochastic_rounding"])
         momentum, second = resolve_estimators(group)
         momentum.validate_group(group)
         second.validate_group(group)
@@ -148,8 +106,8 @@ class MemoptOptimizer(MemoptBase):
             second.check_param(param, group, name)
 
     # ------------------------------------------------------------------------------------------- state
-    @staticmethod
-    def _init_state(param: torch.Tensor, state: dict, group: dict) -> None:
+    def _init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+        """The engine's state is assembled from its estimators' (each creates its own entries)."""
         momentum, second = resolve_estimators(group)
         state["step"] = 0
         momentum.init_state(param, state, group)
@@ -160,42 +118,22 @@ class MemoptOptimizer(MemoptBase):
     def prepare_state(self) -> None:
         """Create every parameter's state as its first step would, without stepping (``step`` 0, zero
         tensors), e.g. as the template that ``torch.distributed.checkpoint.load`` fills in place."""
+        super().prepare_state()
         for group in self.param_groups:
-            for param in group["params"]:
-                if "step" not in self.state[param]:
-                    self._init_state(param, self.state[param], group)
             if group["params"]:
                 first = group["params"][0]
                 resolve_estimators(group)[1].init_group_state(first, self.state[first], group)
 
-    def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
-        """Reject state that this group's estimators would not have created for ``param``."""
+    def _optional_state_shapes(self, param: torch.Tensor, state: dict, group: dict) -> dict[str, Any]:
+        """Entries the estimators create after the first step (projectors, group statistics)."""
         momentum, second = resolve_estimators(group)
-        fresh: dict = {}
-        self._init_state(param.detach().to("meta"), fresh, group)
-        expected = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in fresh.items()}
-        expected.update(momentum.state_shapes(param, state, group))
-        expected.update(second.state_shapes(param, state, group))
-        hint = (
+        return {**momentum.state_shapes(param, state, group), **second.state_shapes(param, state, group)}
+
+    def _load_hint(self) -> str:
+        return (
             " The checkpoint was saved from a different model or optimizer configuration (for example "
             "another rank, subset_size or optimizer); load it into the configuration it was saved from."
         )
-        unknown = sorted(set(state) - set(expected))
-        if unknown:
-            raise ValueError(f"Cannot load optimizer state for {name}: unexpected state keys {unknown}.{hint}")
-        missing = sorted(set(fresh) - set(state))
-        if missing:
-            raise ValueError(f"Cannot load optimizer state for {name}: missing state keys {missing}.{hint}")
-        if not isinstance(state["step"], int):
-            raise ValueError(f"Cannot load optimizer state for {name}: 'step' must be an int.{hint}")
-        for key, value in state.items():
-            shape = expected[key]
-            if torch.is_tensor(value) and shape is not None and tuple(value.shape) != shape:
-                raise ValueError(
-                    f"Cannot load optimizer state for {name}: state {key!r} has shape {tuple(value.shape)}, "
-                    f"expected {shape}.{hint}"
-                )
-        sharding.check_loaded_layout(fresh, state, name)
 
     # -------------------------------------------------------------------------------------------- step
     @torch.no_grad()
@@ -213,46 +151,24 @@ class MemoptOptimizer(MemoptBase):
 
     def _step_group(self, group: dict, group_index: int, first_index: int) -> None:
         momentum, second = resolve_estimators(group)
-        use_fast = group["foreach"] is not False and group["update_momentum"] == 0
-        # parameters with 8-bit AdamW moments on CPU: the fused C kernel (memopt.kernels.adamw8bit)
-        use_kernel = use_fast and fused_adam_applies(group, _kind(momentum), _kind(second))
-        kernel: list[ParamStep] = []
-        fast: list[ParamStep] = []
+        candidates = dispatch.candidates(group, momentum, second)
+        implementations = {i.name: i for i in candidates}
+        fast: dict[str, list[ParamStep]] = {}  # implementation name -> its parameters
         reference: list[Callable[[], ParamStep]] = []
         first = group["params"][0] if group["params"] else None
         group_state = sharding.local_state(first, self.state[first]) if first is not None else {}
-        for position, param in enumerate(group["params"]):
-            if param.grad is None:
-                continue
-            name = param_name(group, group_index, position, param)
-            if param.grad.is_sparse:
-                raise ValueError(
-                    f"{name} has a sparse gradient; memopt optimizers need dense gradients. Use "
-                    "nn.Embedding(sparse=False), or torch.optim.SparseAdam for that parameter."
-                )
-            if "step" not in self.state[param]:
-                self._init_state(param, self.state[param], group)
-            self.state[param]["step"] += 1
-            state = sharding.local_state(param, self.state[param])
-            piece, shard = sharding.local(param), sharding.spec_of(param)
-            make = functools.partial(
-                self._param_step, param, piece, shard, state, group, first_index + position, name, group_state
-            )
-            # the kernel cuts 8-bit blocks from the local piece's first element: whole tensors, or shards
-            # made of whole blocks (their block maxima are sharded with them)
-            if (
-                use_kernel
-                and adamw8bit.eligible(piece, sharding.local(param.grad), state)
-                and _blocks_start_at_the_piece(shard, state)
-            ):
-                kernel.append(make())
-            elif use_fast and self._fast_eligible(piece, state):
-                fast.append(make(cast_grad=False))
-            else:
+        for index, param, name in self._params_with_grad(group, group_index):
+            state, _ = self._advance(param, group)
+            make = functools.partial(self._param_step, param, state, group, index, name, group_state=group_state)
+            chosen = dispatch.choose(candidates, sharding.local(param), sharding.local(param.grad), state)
+            if chosen is None:
                 reference.append(make)
-        if not fast and not reference and not kernel:
+            else:
+                fast.setdefault(chosen.name, []).append(make(cast_grad=False))
+        fast_steps = [ps for steps in fast.values() for ps in steps]
+        if not fast_steps and not reference:
             return
-        self._process_gradients(fast + kernel, group, foreach=True)
+        self._process_gradients(fast_steps, group, foreach=True)
         # The reference path builds each parameter's compute-dtype copies (of a 16-bit parameter and its
         # gradient) just before its update, so that the step's temporaries are one parameter's, not the
         # group's; unless the second-moment estimator needs every gradient before the first update.
@@ -260,11 +176,9 @@ class MemoptOptimizer(MemoptBase):
         if type(second).prepare_group is not SecondMomentEstimator.prepare_group:
             built = [make() for make in reference]
             self._process_gradients(built, group, foreach=False)
-        second.prepare_group(fast + kernel + (built or []), group)
-        if kernel:
-            adamw8bit.step(kernel, group)
-        if fast:
-            self._fast_update(fast, group, momentum, second)
+        second.prepare_group(fast_steps + (built or []), group)
+        for name, steps in fast.items():
+            implementations[name].step(steps, group, momentum, second)
         for i, make in enumerate(reference):
             if built is None:
                 ps = make()
@@ -272,47 +186,6 @@ class MemoptOptimizer(MemoptBase):
             else:
                 ps, built[i] = built[i], None  # dropped once updated
             self._reference_update(ps, group, momentum, second)
-
-    @staticmethod
-    def _param_step(
-        param: torch.Tensor,
-        piece: torch.Tensor,
-        shard: sharding.ShardSpec,
-        state: dict,
-        group: dict,
-        index: int,
-        name: str,
-        group_state: dict,
-        *,
-        cast_grad: bool = True,
-    ) -> ParamStep:
-        """``param``'s inputs to this step: its local piece and gradient (in the compute dtype unless
-        ``cast_grad`` is False), in one canonical memory order; ``shard`` says where the piece sits."""
-        # a sharded parameter is updated through its local piece (sharing storage with the DTensor)
-        grad = sharding.local(param.grad)
-        if not grad.is_contiguous():
-            # one canonical memory order, so that reductions and matmuls (and hence results) do not depend
-            # on the gradient's strides
-            grad = grad.contiguous()
-        cdtype = storage.compute_dtype(piece)
-        if cast_grad:
-            grad = grad.to(cdtype)
-        work = piece if piece.dtype == cdtype else piece.to(cdtype)
-        ps = ParamStep(piece, work, grad, state, state["step"], index, name, group_state, shard=shard)
-        if group["stochastic_rounding"]:
-            ps.rounding = rounding_generator(piece.device, ps.index, ps.step, shard.start)
-        return ps
-
-    @staticmethod
-    def _fast_eligible(param: torch.Tensor, state: dict) -> bool:
-        # bfloat16 parameters and states (the only ones stochastic rounding touches) are never eligible
-        """The fast path updates state in place: every state tensor must be held in the parameter's dtype
-        (or be projector indices); quantized or lower-precision state goes through the reference path."""
-        return (
-            param.dtype in _FAST_DTYPES
-            and param.is_contiguous()
-            and all(v.dtype in (param.dtype, torch.int64) for v in state.values() if torch.is_tensor(v))
-        )
 
     @staticmethod
     def _process_gradients(steps: list[ParamStep], group: dict, *, foreach: bool) -> None:
@@ -336,11 +209,6 @@ class MemoptOptimizer(MemoptBase):
             if coupled:
                 ps.grad = ps.grad.add(ps.work, alpha=wd)
 
-    @staticmethod
-    def _step_size(group: dict, momentum: MomentumEstimator, step: int) -> float:
-        lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
-        return lr / momentum.bias_correction(group, step)
-
     def _reference_update(
         self, ps: ParamStep, group: dict, momentum: MomentumEstimator, second: SecondMomentEstimator
     ) -> None:
@@ -358,24 +226,5 @@ class MemoptOptimizer(MemoptBase):
             buffer.mul_(mu).add_(update)
             ps.store("update_buffer", buffer)
             update = buffer
-        ps.work.add_(update, alpha=-self._step_size(group, momentum, ps.step))
-        if ps.work is ps.param:
-            return
-        if ps.rounding is not None and ps.param.dtype == torch.bfloat16:
-            stochastic_round_to_bfloat16(ps.work, ps.rounding, out=ps.param)
-        else:
-            ps.param.copy_(ps.work)
-
-    def _fast_update(
-        self, steps: list[ParamStep], group: dict, momentum: MomentumEstimator, second: SecondMomentEstimator
-    ) -> None:
-        if fused_adam_applies(group, _kind(momentum), _kind(second)):
-            fused_adam_step(steps, group)
-            return
-        lr, wd = group["lr"], group["weight_decay"]
-        if wd != 0 and group["decoupled_weight_decay"]:
-            torch._foreach_mul_([ps.work for ps in steps], 1 - lr * wd)
-        numerators = momentum.numerator_many(steps, group)
-        second.update_many(steps, group)
-        step_sizes = [self._step_size(group, momentum, ps.step) for ps in steps]
-        second.apply_many(steps, numerators, step_sizes, group)
+        ps.work.add_(update, alpha=-dispatch.step_size(group, momentum, ps.step))
+        ps.write_back()
