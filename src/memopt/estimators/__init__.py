@@ -9,12 +9,10 @@ They hold no state of their own: every tensor lives in ``optimizer.state[p]``, c
 state format (:mod:`memopt.state`).
 """
 
-# every estimator module, so that its @register_estimator runs (memopt.estimators.registry)
-from memopt.estimators import (  # noqa: F401
-    adagrad_norm,
-    extreme_tensoring,
-    momentum,
-    second_moment,
-    subset_norm,
-    subspace_momentum,
-)
+import importlib
+import pkgutil
+
+# every module of this package, so that each estimator's @register_estimator runs: a new estimator is one
+# new file here and nothing else
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

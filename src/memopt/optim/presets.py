@@ -13,10 +13,49 @@ decoupled weight decay is applied before the update with the base lr (``torch.op
 
 from __future__ import annotations
 
+import inspect
+import sys
 from typing import Any
 
+from memopt.estimators.registry import MOMENTUM, SECOND_MOMENT
 from memopt.optim.baselines import Params
-from memopt.optim.engine import MemoptOptimizer
+from memopt.optim.engine import ENGINE_HYPERPARAMETERS, MemoptOptimizer
+
+_ESTIMATOR_CHOICES = ("momentum_type", "second_moment_type")
+
+
+def engine_preset(class_name: str, doc: str, **defaults: Any) -> type[MemoptOptimizer]:
+    """A preset class of the engine: ``defaults`` fix its estimators (``momentum_type``,
+    ``second_moment_type``) and change any other default (``lr``, ``betas``, ...).
+
+    What a registry entry needs for a new estimator without a hand-written class: the constructor takes
+    ``params`` and every engine and estimator hyperparameter by keyword, and its signature lists them, so
+    ``memopt.build_optimizer`` and ``accepted_hparams`` see them. The class belongs to the calling module.
+    """
+    fixed = {key: defaults.pop(key) for key in _ESTIMATOR_CHOICES if key in defaults}
+    momentum = MOMENTUM[fixed.get("momentum_type", ENGINE_HYPERPARAMETERS["momentum_type"])]
+    second = SECOND_MOMENT[fixed.get("second_moment_type", ENGINE_HYPERPARAMETERS["second_moment_type"])]
+    settings = {k: v for k, v in ENGINE_HYPERPARAMETERS.items() if k not in _ESTIMATOR_CHOICES}
+    for estimator in (momentum, second):
+        settings.update(estimator.hyperparameters)
+    unknown = sorted(set(defaults) - set(settings))
+    if unknown:
+        raise ValueError(
+            f"engine_preset({class_name!r}): {unknown} are not hyperparameters of the engine or its estimators."
+        )
+    settings.update(defaults)
+
+    def __init__(self: MemoptOptimizer, params: Params, **hparams: Any) -> None:
+        unknown = sorted(set(hparams) - set(settings))
+        if unknown:
+            raise TypeError(f"{class_name}() got unexpected hyperparameters {unknown}; it takes {sorted(settings)}.")
+        MemoptOptimizer.__init__(self, params, {**settings, **hparams, **fixed})
+
+    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("self", "params")]
+    keywords = [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, v in settings.items()]
+    __init__.__signature__ = inspect.Signature(positional + keywords)  # type: ignore[attr-defined]
+    module = sys._getframe(1).f_globals.get("__name__", __name__)
+    return type(class_name, (MemoptOptimizer,), {"__init__": __init__, "__doc__": doc, "__module__": module})
 
 
 def _subset_norm_settings(

@@ -31,6 +31,7 @@ from memopt.optim.presets import (
     AdamWSNSM,
     AdamWSNSM8bit,
     RMSPropSN,
+    engine_preset,
 )
 from memopt.registry.partition import KINDS, Choice, Selector, partition
 from memopt.validation import closest_names_hint
@@ -110,6 +111,11 @@ for _spec in (
     OptimizerSpec("adagrad_norm", AdaGradNorm,
                   "AdaGrad-Norm: one scalar step size per tensor (global_norm=True: one for the model).",
                   recommended={"lr": 1.0, "momentum": 0.9}),
+    OptimizerSpec("lion", engine_preset("Lion", "Lion (Chen et al. 2023, arXiv 2302.06675): the sign of an EMA "
+                                        "interpolation of momentum and gradient; one buffer (memopt.estimators.lion).",
+                                        momentum_type="lion", second_moment_type="none", lr=1e-4, betas=(0.9, 0.99)),
+                  "Lion: sign of an interpolation of momentum and gradient, one buffer (4 bytes/param).",
+                  recommended={"lr": 3e-4, "weight_decay": 0.0}),
 ):  # fmt: skip
     register(_spec)
 
