@@ -11,6 +11,7 @@ Library code: imports torch and numpy only. Every solver returns a :class:`~memo
 * :mod:`~memopt.convex.composite` — ISTA / FISTA, proximal operators, the :class:`FISTA` optimizer.
 * :mod:`~memopt.convex.stochastic` — SGD with averaging, mini-batches, SVRG.
 * :mod:`~memopt.convex.saddle` — GDA, extragradient, LPD, ALPD, inexact ALPD.
+* :mod:`~memopt.convex.sets` — projections onto balls, boxes, the simplex.
 * :mod:`~memopt.convex.rates` — fitting log-log slopes and linear contraction factors.
 """
 
@@ -37,6 +38,7 @@ from memopt.convex.saddle import (
     inexact_alpd,
     lpd,
 )
+from memopt.convex.sets import project_ball, project_box, project_nonneg_ball, project_simplex
 from memopt.convex.smooth import gradient_descent, nesterov_agd, nesterov_agd_strongly_convex
 from memopt.convex.stochastic import sgd, svrg
 
@@ -68,6 +70,10 @@ __all__ = [
     "mirror_prox",
     "nesterov_agd",
     "nesterov_agd_strongly_convex",
+    "project_ball",
+    "project_box",
+    "project_nonneg_ball",
+    "project_simplex",
     "prox_l1",
     "prox_l1_nonneg",
     "prox_nonneg",
