@@ -124,7 +124,8 @@ def center_of_gravity_2d(
 
     Computing centroids is intractable in general dimension (Bubeck's remark after Theorem 2.1); this version
     clips polygons exactly and so is limited to ``n = 2``. ``vertices`` (k x 2) lists :math:`\mathcal X`'s corners
-    in order. ``history.extra["area"]`` holds the area of :math:`\mathcal S_t`.
+    in order. ``history.extra["area"]`` holds the area of :math:`\mathcal S_t`. The run stops early when a
+    subgradient is zero or the area falls below ``1e-13`` times the initial one (float64 round-off).
     """
     if not torch.is_tensor(vertices) or vertices.dim() != 2 or vertices.shape[1] != 2 or vertices.shape[0] < 3:
         shape = tuple(vertices.shape) if torch.is_tensor(vertices) else type(vertices).__name__
@@ -132,6 +133,7 @@ def center_of_gravity_2d(
     check_steps(n_steps)
     polygon = vertices.detach().clone()
     c, area = polygon_centroid(polygon)
+    floor = 1e-13 * area
     best_x, best = c.clone(), float("inf")
     history = History()
     history.record(c, 0, None, False, area=area)
@@ -150,4 +152,6 @@ def center_of_gravity_2d(
         c, area = polygon_centroid(polygon)
         history.record(c, t, None, False, area=area)
         history.values.append(best)
+        if area <= floor:
+            break
     return Result(best_x, history)

@@ -5,6 +5,7 @@
 * :func:`ill_conditioned_quadratic` — rotated quadratic with spectrum in ``[alpha, beta]`` (linear rates).
 * :func:`lasso` — L1-regularised least squares, with scikit-learn's ``Lasso`` as the reference.
 * :func:`logistic` — L2-regularised logistic regression, optimum by Newton's method.
+* :func:`simplex_center_quadratic` — Frank–Wolfe's 1/t lower-bound instance on the simplex.
 * :func:`simplex_least_squares`, :func:`l1_regression` — least squares on the simplex (smooth) and
   least absolute deviations (non-smooth) with a planted solution, ``f* = 0``.
 """
@@ -58,6 +59,18 @@ def power_law_quadratic(dim: int = 2000, exponent: float = 0.05, lam_min: float 
     lam = torch.logspace(math.log10(lam_min), math.log10(beta), dim, dtype=torch.float64)
     spacing = math.log(beta / lam_min) / (dim - 1)
     return DiagonalQuadratic(lam, (lam**exponent * spacing).sqrt())
+
+
+def simplex_center_quadratic(n: int = 10_000) -> DiagonalQuadratic:
+    r""":math:`f(x) = \frac12\|x - \frac1n\mathbf 1\|^2` on the simplex :math:`\Delta_n`, optimum 0 at the centre.
+
+    Frank–Wolfe's hard case (Jaggi 2013, Lemma 3): a point that is a convex combination of ``t`` vertices has
+    :math:`f \ge \frac12(\frac1t - \frac1n)`, so from a vertex no run of ``t < n`` steps beats :math:`1/(2t)`,
+    which shows the :math:`1/t` of Bubeck's Theorem 3.8 as a slope of -1.
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}.")
+    return DiagonalQuadratic(torch.ones(n, dtype=torch.float64), torch.full((n,), 1.0 / n, dtype=torch.float64))
 
 
 @dataclass(frozen=True)
