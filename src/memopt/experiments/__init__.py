@@ -23,12 +23,13 @@ DEFAULT_OUT = Path("runs") / "experiments"
 
 def studies() -> dict[str, Study]:
     """The studies by name (imported lazily: some need matplotlib or train small models)."""
-    from memopt.experiments import asgd, grokfast, meta_storm, momentum, naggs, quasar, tiny_lm
+    from memopt.experiments import asgd, convex, grokfast, meta_storm, momentum, naggs, quasar, saddle, tiny_lm
 
-    return {m.STUDY.name: m.STUDY for m in (naggs, quasar, meta_storm, asgd, grokfast, momentum, tiny_lm)}
+    modules = (naggs, quasar, meta_storm, asgd, grokfast, momentum, tiny_lm, convex, saddle)
+    return {m.STUDY.name: m.STUDY for m in modules}
 
 
-STUDY_NAMES = ("naggs", "quasar", "meta_storm", "asgd", "grokfast", "momentum", "tiny_lm")
+STUDY_NAMES = ("naggs", "quasar", "meta_storm", "asgd", "grokfast", "momentum", "tiny_lm", "convex", "saddle")
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
