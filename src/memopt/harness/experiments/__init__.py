@@ -12,6 +12,7 @@ the CLI) or ``python -m memopt.harness.experiments NAME``; ``--quick`` runs a re
 from __future__ import annotations
 
 import argparse
+import importlib
 from pathlib import Path
 
 import torch
@@ -23,23 +24,24 @@ DEFAULT_OUT = Path("runs") / "experiments"
 
 def studies() -> dict[str, Study]:
     """The studies by name (imported lazily: some need matplotlib or train small models)."""
-    from memopt.harness.experiments import (
-        asgd,
-        dadao,
-        grokfast,
-        meta_storm,
-        momentum,
-        naggs,
-        quasar,
-        shuffle_private,
-        tiny_lm,
-    )
-
-    modules = (naggs, quasar, meta_storm, asgd, grokfast, momentum, tiny_lm, dadao, shuffle_private)
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in STUDY_NAMES]
     return {m.STUDY.name: m.STUDY for m in modules}
 
 
-STUDY_NAMES = ("naggs", "quasar", "meta_storm", "asgd", "grokfast", "momentum", "tiny_lm", "dadao", "shuffle_private")
+#: every study, by the name of its module here (whose ``STUDY`` has that name)
+STUDY_NAMES = (
+    "naggs",
+    "quasar",
+    "meta_storm",
+    "asgd",
+    "grokfast",
+    "momentum",
+    "tiny_lm",
+    "dadao",
+    "shuffle_private",
+    "convex",
+    "saddle",
+)
 
 
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
