@@ -73,7 +73,7 @@ def test_estimate_is_within_ten_percent_of_measure_on_cpu(preset, optimizer, tec
 
 def llama_analytic(workload, optimizer: str, rank: int) -> tuple[int, int]:
     """Parameters and optimizer-state bytes from the shapes alone (state as memopt.state_bytes counts it)."""
-    from tests.memory.test_accounting import analytic_bytes
+    from tests.state.test_accounting import analytic_bytes
 
     with torch.device("meta"):
         model = workload.build()
