@@ -8,193 +8,43 @@ function; later subcommands (``bench``) plug in the same way. Bad input raises
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 
 from memopt.harness.train.errors import ConfigError, HarnessError, NonFiniteLossError
+from memopt.harness.train.options import Flag, Option, add_arguments, count, duration, options, settings_from
 
-_SUFFIXES = {"k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-_SECONDS = {"s": 1, "m": 60, "h": 3600}
-
-
-def count(text: str) -> int:
-    """Parse a token count such as ``500000``, ``200k``, ``1.3B``."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmbgKMBG]?)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a count; use e.g. 500000, 200k, 1.3B")
-    return int(float(match.group(1)) * _SUFFIXES.get(match.group(2).lower(), 1))
+__all__ = ["build_parser", "count", "duration", "main"]
 
 
-def duration(text: str) -> float:
-    """Parse a wall time such as ``90``, ``90s``, ``5m``, ``1.5h`` into seconds."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smhSMH]?)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; use e.g. 90, 90s, 5m, 1.5h")
-    return float(match.group(1)) * _SECONDS.get(match.group(2).lower() or "s", 1)
+def _cli_only_options() -> list[Option]:
+    """Flags of ``train`` and ``compare`` that are not fields of the run configuration: ``--opt`` (parsed
+    into each optimizer's ``hparams``) and ``--threads`` (a setting of this process)."""
+    return [
+        Option("opt", str, None, Flag(
+            "any optimizer hyperparameter, e.g. --opt rank=64 --opt proj_type=svd; repeatable", "optimizer",
+            "[OPTIMIZER:]KEY=VALUE", repeat=True)),
+        Option("threads", int, None, Flag(
+            "CPU threads for torch; 1 is steadier on a busy machine", metavar="N",
+            default_text="torch's, one per core")),
+    ]  # fmt: skip
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``train`` and ``compare``. Defaults are None so the preset's recipe applies."""
-    from memopt.harness.train.models import PRESETS
-    from memopt.harness.train.schedule import SCHEDULES
-    from memopt.harness.train.tokenizer import KINDS
+def _add_run_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """The run flags of ``command`` (``train`` or ``compare``), generated from :class:`TrainConfig`'s
+    declarations. Their defaults are None, so that the preset's recipe applies."""
+    from memopt.harness.train.config import RECIPES, TrainConfig
 
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--preset",
-        default=None,
-        metavar="NAME",
-        help=f"model preset and its training recipe: {', '.join(PRESETS)} (default: small)",
-    )
-    model.add_argument(
-        "--model-config",
-        default=None,
-        metavar="PATH",
-        help="a transformers causal-LM config.json to use instead of the preset's model",
-    )
-    data = parser.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        default=None,
-        metavar="PATH",
-        help="text file, JSON Lines file with a 'text' field, or directory of them "
-        "(default: the Python language reference from pydoc_data)",
-    )
-    data.add_argument(
-        "--tokenizer", default=None, choices=KINDS, help="BPE trained on the data, or bytes (default bpe)"
-    )
-    data.add_argument("--vocab-size", type=int, default=None, metavar="N", help="BPE vocabulary size")
-    data.add_argument(
-        "--val-fraction",
-        type=float,
-        default=None,
-        metavar="F",
-        help="share of the text held out for validation (default 0.05)",
-    )
-    data.add_argument(
-        "--cache-dir",
-        default=None,
-        metavar="DIR",
-        help="tokenized-data cache (default $MEMOPT_CACHE_DIR or ~/.cache/memopt)",
-    )
-    data.add_argument("--seq-len", type=int, default=None, metavar="N", help="tokens per sequence")
-    data.add_argument("--batch-size", type=int, default=None, metavar="N", help="sequences per microbatch")
-    data.add_argument("--grad-accum", type=int, default=None, metavar="N", help="microbatches per optimizer step")
-    optim = parser.add_argument_group("optimizer")
-    optim.add_argument(
-        "--lr", type=float, default=None, help="peak learning rate (default: the registry's recommended)"
-    )
-    optim.add_argument(
-        "--opt",
-        action="append",
-        default=[],
-        metavar="[OPTIMIZER:]KEY=VALUE",
-        help="any optimizer hyperparameter, e.g. --opt rank=64 --opt proj_type=svd; repeatable",
-    )
-    optim.add_argument(
-        "--clip", type=float, default=None, metavar="NORM", help="gradient-norm clip, 0 = off (default 1.0)"
-    )
-    optim.add_argument("--schedule", default=None, choices=SCHEDULES, help="LR schedule after warm-up (default cosine)")
-    optim.add_argument("--warmup-steps", type=int, default=None, metavar="N", help="default: 10%% of the schedule")
-    optim.add_argument(
-        "--min-lr-ratio", type=float, default=None, metavar="F", help="cosine floor / peak lr (default 0.1)"
-    )
-    optim.add_argument("--restart-steps", type=int, default=None, metavar="N", help="SGDR first period")
-    optim.add_argument("--restart-mult", type=int, default=None, metavar="N", help="SGDR period multiplier")
-    optim.add_argument(
-        "--schedule-steps",
-        type=int,
-        default=None,
-        metavar="N",
-        help="schedule length if not the step limit (to stop early and --resume later)",
-    )
-    run = parser.add_argument_group("run")
-    run.add_argument("--max-steps", type=int, default=None, metavar="N", help="optimizer steps")
-    run.add_argument("--max-tokens", type=count, default=None, metavar="N", help="training tokens, e.g. 2M")
-    run.add_argument("--max-time", type=duration, default=None, metavar="T", help="wall time, e.g. 90s, 10m")
-    run.add_argument(
-        "--dtype",
-        default=None,
-        choices=("auto", "fp32", "bf16"),
-        help="bf16 autocast or fp32 (default auto: bf16 on a GPU that has it)",
-    )
-    run.add_argument(
-        "--param-dtype",
-        default=None,
-        choices=("fp32", "bf16", "bf16-sr", "bf16-master"),
-        help="parameters in fp32, or bf16 rounded to nearest, stochastically (sr), or with an fp32 master copy",
-    )
-    run.add_argument(
-        "--sparsity",
-        type=float,
-        default=None,
-        metavar="F",
-        help="prune this fraction of the linear weights by magnitude at initialisation, kept zero (default 0)",
-    )
-    run.add_argument(
-        "--activation-checkpointing",
-        action="store_true",
-        default=None,
-        help="recompute activations in backward to save memory",
-    )
-    run.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
-    run.add_argument(
-        "--parallel",
-        default=None,
-        choices=("fsdp", "ddp"),
-        help="under torchrun: shard the model with FSDP2 (default) or replicate it with DDP",
-    )
-    run.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        metavar="N",
-        help="CPU threads for torch (default: torch's, one per core); 1 is steadier on a busy machine",
-    )
-    run.add_argument("--eval-every", type=int, default=None, metavar="N", help="evaluate every N steps")
-    run.add_argument("--eval-batches", type=int, default=None, metavar="N", help="fixed validation batches")
-    run.add_argument("--seed", type=int, default=None, help="model init and data order (default 0)")
-    run.add_argument("--out", default=None, metavar="DIR", help="run folder")
-    run.add_argument("--quiet", action="store_true", default=None, help="no progress bar or messages")
+    recipe_keys = {key for recipe in RECIPES.values() for key in recipe}
+    add_arguments(parser, [*options(TrainConfig, command), *_cli_only_options()], recipe_keys)
 
 
-def _settings(args: argparse.Namespace, **extra) -> dict:
-    """Keyword arguments for :func:`memopt.harness.train.config.make_config` from the parsed flags."""
-    names = [
-        "model_config",
-        "data",
-        "tokenizer",
-        "vocab_size",
-        "val_fraction",
-        "cache_dir",
-        "seq_len",
-        "batch_size",
-        "grad_accum",
-        "lr",
-        "clip",
-        "schedule",
-        "warmup_steps",
-        "min_lr_ratio",
-        "restart_steps",
-        "restart_mult",
-        "schedule_steps",
-        "max_steps",
-        "max_tokens",
-        "max_time",
-        "dtype",
-        "param_dtype",
-        "sparsity",
-        "activation_checkpointing",
-        "device",
-        "parallel",
-        "eval_every",
-        "eval_batches",
-        "seed",
-        "quiet",
-    ]
-    return {name: getattr(args, name) for name in names} | extra
+def _settings(args: argparse.Namespace, command: str) -> dict:
+    """The run settings that ``command``'s flags set (None where not given), by :class:`TrainConfig` field."""
+    from memopt.harness.train.config import TrainConfig
+
+    return settings_from(args, options(TrainConfig, command))
 
 
 def _timestamp() -> str:
@@ -228,15 +78,7 @@ def _add_train(subparsers) -> Callable:
         help="train one model with one optimizer",
         description="Train a LLaMA-style model with one optimizer; metrics, checkpoints and result go to --out.",
     )
-    parser.add_argument("--optimizer", default="adamw", metavar="NAME", help="registry name (see `memopt list`)")
-    _add_run_arguments(parser)
-    parser.add_argument("--save-every", type=int, default=None, metavar="N", help="checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="allow loading a checkpoint whose optimizer state holds Python objects (only files you wrote)",
-    )
+    _add_run_arguments(parser, "train")
     return _run_train
 
 
@@ -245,37 +87,39 @@ def _run_train(args: argparse.Namespace) -> int:
     from memopt.harness.train.loop import Trainer
     from memopt.harness.train.optimizers import parse_assignments
 
-    if args.resume and args.out is None:
+    settings = _settings(args, "train")
+    if settings["resume"] and settings["out"] is None:
         raise ConfigError("--resume: give --out DIR, the folder of the run to continue.")
+    config = make_config(**settings | {"out": settings["out"] or f"runs/train-{_timestamp()}"})
     assignments = parse_assignments(args.opt)
-    scoped = [scope for scope in assignments if scope not in (None, args.optimizer)]
+    scoped = [scope for scope in assignments if scope not in (None, config.optimizer)]
     if scoped:
-        raise ConfigError(f"--opt {scoped[0]}:...: this run trains {args.optimizer}; drop the '{scoped[0]}:' prefix.")
-    hparams = {**assignments.get(None, {}), **assignments.get(args.optimizer, {})}
-    config = make_config(
-        args.preset,
-        **_settings(args),
-        optimizer=args.optimizer,
-        hparams=hparams,
-        save_every=args.save_every,
-        out=args.out or f"runs/train-{_timestamp()}",
-        resume=args.resume,
-        trust_checkpoint=args.trust_checkpoint,
-    )
+        raise ConfigError(f"--opt {scoped[0]}:...: this run trains {config.optimizer}; drop the '{scoped[0]}:' prefix.")
+    config.hparams = {**assignments.get(None, {}), **assignments.get(config.optimizer, {})}
     trainer = Trainer(config)
-    if not config.quiet and trainer.is_main:  # under torchrun, rank 0 speaks for all
-        lr = trainer.hparams.get("lr")
-        print(
-            f"memopt train: {config.optimizer} (lr {lr:g}) on {trainer.data.meta['corpus']}; model "
-            f"{config.model_config or config.preset} ({trainer.num_params:,} parameters); {trainer.total_steps} "
-            f"steps x {config.tokens_per_step:,} tokens; device {trainer.device}"
-            + (f" x {trainer.dist.world_size} processes ({trainer.dist.parallel})" if trainer.dist else "")
-            + f"; run folder {config.out}",
-            file=sys.stderr,
-        )
+    if not config.quiet and trainer.processes.is_main:  # under torchrun, rank 0 speaks for all
+        print(_train_banner(trainer), file=sys.stderr)
     result = trainer.run()
-    if not trainer.is_main:
-        return 0
+    if trainer.processes.is_main:
+        print(_train_report(result))
+    return 0
+
+
+def _train_banner(trainer) -> str:
+    """What ``memopt train`` is about to do (one line)."""
+    config, processes = trainer.config, trainer.processes
+    where = f"device {trainer.device}"
+    if processes.world_size > 1:
+        where += f" x {processes.world_size} processes ({processes.parallel})"
+    return (
+        f"memopt train: {config.optimizer} (lr {trainer.hparams.get('lr'):g}) on {trainer.data.meta['corpus']}; "
+        f"model {config.model_config or config.preset} ({trainer.num_params:,} parameters); {trainer.total_steps} "
+        f"steps x {config.tokens_per_step:,} tokens; {where}; run folder {config.out}"
+    )
+
+
+def _train_report(result) -> str:
+    """What a finished ``memopt train`` run reached (two lines)."""
     ppl = "n/a" if result.final_val_ppl is None else f"{result.final_val_ppl:.2f}"
     loss = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
     speed = "n/a" if result.tokens_per_s is None else f"{result.tokens_per_s:,.0f}"
@@ -283,13 +127,12 @@ def _run_train(args: argparse.Namespace) -> int:
     per_rank = result.extra.get("state_bytes_per_rank")
     if per_rank:
         state += f" in all ({', '.join(f'{b / 2**20:.3f}' for b in per_rank)} MiB on ranks 0-{len(per_rank) - 1})"
-    print(
+    return (
         f"{result.optimizer}: {result.steps} steps, {result.tokens:,} tokens "
         f"(stopped by {result.stopped_by}); "
         f"val loss {loss}, ppl {ppl}; {state}; {speed} tokens/s\n"
         f"run folder: {result.out}"
     )
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -302,6 +145,39 @@ def _add_compare(subparsers) -> Callable:
         description="Train the same model on the same data with several optimizers and compare state memory, "
         "validation loss against tokens, and speed. Writes summary.json, metrics and compare.png.",
     )
+    _add_compare_options(parser)  # compare's own options; to be `compare.add_arguments(parser)`
+    _add_run_arguments(parser, "compare")
+    return _run_compare
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from memopt.harness.bench.compare import run_compare
+    from memopt.harness.train.config import make_config
+    from memopt.harness.train.distributed import launched
+
+    if launched():
+        raise ConfigError(
+            "memopt compare runs in one process; under torchrun, train each optimizer with `memopt train` "
+            "(same flags) and compare their run folders."
+        )
+    settings = _settings(args, "compare")
+    out = settings["out"] or f"runs/compare-{_timestamp()}"
+    base = make_config(**settings | {"out": out}, save_checkpoints=False)
+    config = _compare_config(args, base)
+    log = (lambda *a, **k: None) if args.quiet else print
+    summary = run_compare(config, log=log, command="memopt " + " ".join(args.argv))
+    print(summary["table"])
+    if not args.quiet:
+        print(f"\nwrote {out}/summary.json, {out}/compare.png and each optimizer's metrics.jsonl")
+    return 0
+
+
+# ---- compare's own options (which optimizers, against which baseline). They belong to bench/compare.py:
+# ---- when it offers add_arguments(parser) and a config from the parsed flags, these two functions go.
+
+
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``memopt compare`` beyond a run's flags."""
     parser.add_argument(
         "--optimizers",
         default=None,
@@ -314,35 +190,19 @@ def _add_compare(subparsers) -> Callable:
         metavar="NAME",
         help="the optimizer the others are measured against (default adamw)",
     )
-    _add_run_arguments(parser)
-    return _run_compare
 
 
-def _run_compare(args: argparse.Namespace) -> int:
-    from memopt.harness.bench.compare import DEFAULT_OPTIMIZERS, CompareConfig, run_compare
-    from memopt.harness.train.config import make_config
-    from memopt.harness.train.distributed import launched
+def _compare_config(args: argparse.Namespace, base):
+    """The :class:`memopt.harness.bench.compare.CompareConfig` of the parsed flags over the run settings ``base``."""
+    from memopt.harness.bench.compare import DEFAULT_OPTIMIZERS, CompareConfig
     from memopt.harness.train.optimizers import parse_assignments
 
-    if launched():
-        raise ConfigError(
-            "memopt compare runs in one process; under torchrun, train each optimizer with `memopt train` "
-            "(same flags) and compare their run folders."
-        )
     names = (
         [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers else list(DEFAULT_OPTIMIZERS)
     )
-    out = args.out or f"runs/compare-{_timestamp()}"
-    base = make_config(args.preset, **_settings(args), save_checkpoints=False, out=out)
-    config = CompareConfig(
-        optimizers=names, base=base, hparams=parse_assignments(args.opt), baseline=args.baseline, out=out
+    return CompareConfig(
+        optimizers=names, base=base, hparams=parse_assignments(args.opt), baseline=args.baseline, out=base.out
     )
-    log = (lambda *a, **k: None) if args.quiet else print
-    summary = run_compare(config, log=log, command="memopt " + " ".join(args.argv))
-    print(summary["table"])
-    if not args.quiet:
-        print(f"\nwrote {out}/summary.json, {out}/compare.png and each optimizer's metrics.jsonl")
-    return 0
 
 
 # ---------------------------------------------------------------------------------------------- main

@@ -32,6 +32,7 @@ from memopt.harness.bench.memory_study_report import _write, format_rows, summar
 from memopt.harness.memory.profile import build_optimizer, measure, prepare_model
 from memopt.harness.memory.techniques import Techniques
 from memopt.harness.memory.workloads import image_workload
+from memopt.harness.train.step import TrainStep
 
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -105,26 +106,38 @@ def train_image(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
     dtype = techniques.param_dtype
     micro = batch_size // techniques.microbatches
+    step = TrainStep(
+        model,
+        optimizer,
+        _classification_loss,
+        torch.device("cpu"),
+        microbatches=techniques.microbatches,
+        bf16_autocast=techniques.autocast,
+        scheduler=scheduler,
+    )
     generator = torch.Generator().manual_seed(seed)
     began = time.perf_counter()
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x_train), generator=generator)
-        for step in range(steps_per_epoch):
-            index = order[step * batch_size : (step + 1) * batch_size]
-            for part in index.split(micro):
-                images = x_train[part].to(dtype).contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=techniques.autocast):
-                    logits = model(images).float()
-                loss = torch.nn.functional.cross_entropy(logits, y_train[part])
-                (loss / techniques.microbatches).backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+        for index in range(steps_per_epoch):
+            parts = order[index * batch_size : (index + 1) * batch_size].split(micro)
+            step(lambda i, parts=parts: (_images(x_train[parts[i]], dtype), y_train[parts[i]]))
     model.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=techniques.autocast):
         predictions = model(x_test.to(dtype)).float().argmax(dim=1)
     return {"accuracy": float((predictions == y_test).float().mean()), "train_seconds": time.perf_counter() - began}
+
+
+def _images(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A microbatch of images in the parameters' dtype and the channels-last layout."""
+    return images.to(dtype).contiguous(memory_format=torch.channels_last)
+
+
+def _classification_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the model's logits (in float32) on ``(images, labels)``."""
+    images, labels = batch
+    return torch.nn.functional.cross_entropy(model(images).float(), labels)
 
 
 def image_memory(mix: Mix, *, depth: int, widen: int, batch_size: int) -> dict[str, Any]:

@@ -3,11 +3,11 @@
 One routine serves both modes. ``fake=True`` (estimate) runs it under ``FakeTensorMode``: every tensor has
 its real shape, dtype and device but no data, so a LLaMA-7B step is planned in seconds on a laptop, and the
 kernels chosen are those of the target device (e.g. the fused attention of the CPU or CUDA backend).
-``fake=False`` (measure) runs it on real tensors of the device. In both, the steps are those of the harness:
-``microbatches`` forwards and backwards of ``batch_size / microbatches`` samples, the mean loss, one
-optimizer step, ``zero_grad(set_to_none=True)``. Two steps are profiled by default: the first creates the
-optimizer state (and, for Subspace-Momentum, computes the first projection), the second is the steady
-state with the state resident; the peak is over both.
+``fake=False`` (measure) runs it on real tensors of the device. In both, the steps are those of the harness,
+run by the same :class:`memopt.harness.train.step.TrainStep`: ``microbatches`` forwards and backwards of
+``batch_size / microbatches`` samples, one optimizer step, ``zero_grad(set_to_none=True)``. Two steps are
+profiled by default: the first creates the optimizer state (and, for Subspace-Momentum, computes the first
+projection), the second is the steady state with the state resident; the peak is over both.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from memopt.harness.memory.tracker import LiveTensorTracker
 from memopt.harness.memory.workloads import Workload
 from memopt.harness.train import optimizers as opt_lib
 from memopt.harness.train.errors import ConfigError
+from memopt.harness.train.step import TrainStep
 from memopt.state.accounting import state_bytes
 from memopt.wrappers.master_weights import MasterWeightOptimizer, master_copy
 
@@ -161,9 +162,20 @@ def profile(
             if master is not None:
                 tracker.track(master.parameters(), "master_weights")
             handles = tracker.watch_gradients(model.parameters())
+            step = TrainStep(
+                model,
+                opt,
+                workload.loss,
+                dev,
+                microbatches=techniques.microbatches,
+                bf16_autocast=techniques.autocast,
+                watch_forward=tracker.saving,
+                after_optimizer_step=tracker.mark_optimizer_state,
+            )
+            micro = batch_size // techniques.microbatches
             try:
                 for _ in range(steps):
-                    _step(workload, model, opt, batch_size, techniques, dev, tracker)
+                    step(lambda _index: workload.batch(micro, dev))
             finally:
                 for handle in handles:
                     handle.remove()
@@ -238,28 +250,6 @@ def _model_bytes(tracker: LiveTensorTracker) -> int:
     measured above it, the tracker's includes it."""
     summary = tracker.summary()
     return sum(summary.maximum[k] for k in ("parameters", "buffers", "master_weights"))
-
-
-def _step(
-    workload: Workload,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batch_size: int,
-    techniques: Techniques,
-    device: torch.device,
-    tracker: LiveTensorTracker,
-) -> None:
-    """One harness step: the microbatches' forward and backward, the optimizer step, ``zero_grad``."""
-    micro = batch_size // techniques.microbatches
-    for _ in range(techniques.microbatches):
-        inputs = workload.batch(micro, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=techniques.autocast), tracker.saving():
-            loss = workload.loss(model, inputs)
-        (loss / techniques.microbatches).backward()
-        del loss, inputs
-    optimizer.step()
-    tracker.mark_optimizer_state(optimizer)
-    optimizer.zero_grad(set_to_none=True)
 
 
 def technique_savings(

@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize, prune
 
+from memopt.harness.memory.techniques import check_sparsity
+from memopt.harness.train.choices import SPARSE_STORAGES, check_choice
 from memopt.harness.train.errors import ConfigError
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -83,10 +85,8 @@ def prune_model(model: nn.Module, sparsity: float, storage: str = "compact") -> 
     Raises:
         ConfigError: ``sparsity`` outside [0, 1), an unknown ``storage``, or nothing to prune.
     """
-    if not 0.0 <= sparsity < 1.0:
-        raise ConfigError(f"--sparsity {sparsity}: the fraction of weights pruned must be in [0, 1), e.g. 0.9.")
-    if storage not in ("compact", "mask"):
-        raise ConfigError(f"--sparse-storage {storage!r}: choose compact or mask.")
+    check_sparsity(sparsity)
+    check_choice("--sparse-storage", storage, SPARSE_STORAGES)
     modules = prunable_weights(model)
     if not modules:
         raise ConfigError(f"--sparsity {sparsity}: the model has no nn.Linear or nn.Conv layer to prune.")

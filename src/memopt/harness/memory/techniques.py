@@ -26,10 +26,16 @@ from typing import Any
 
 import torch
 
+from memopt.harness.train.choices import PRECISIONS, SPARSE_STORAGES, check_choice
 from memopt.harness.train.errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16-autocast", "bf16", "bf16-sr", "bf16-master")
-SPARSE_STORAGES = ("compact", "mask")
+__all__ = ["PRECISIONS", "SPARSE_STORAGES", "Techniques", "check_sparsity", "enable_activation_checkpointing"]
+
+
+def check_sparsity(sparsity: float) -> None:
+    """Raise :class:`ConfigError` unless ``sparsity`` (the fraction of weights pruned) is in [0, 1)."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"--sparsity {sparsity}: the fraction of weights pruned must be in [0, 1), e.g. 0.9 for 90%.")
 
 
 @dataclass(frozen=True)
@@ -59,14 +65,9 @@ class Techniques:
                     f"--microbatches {self.microbatches}: does not divide --batch-size {batch_size} into equal "
                     f"microbatches. Choose one of {', '.join(map(str, divisors))}, or change the batch."
                 )
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}.")
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ConfigError(
-                f"--sparsity {self.sparsity}: the fraction of weights pruned must be in [0, 1), e.g. 0.9 for 90%."
-            )
-        if self.sparse_storage not in SPARSE_STORAGES:
-            raise ConfigError(f"--sparse-storage {self.sparse_storage!r}: choose one of {', '.join(SPARSE_STORAGES)}.")
+        check_choice("--precision", self.precision, PRECISIONS)
+        check_sparsity(self.sparsity)
+        check_choice("--sparse-storage", self.sparse_storage, SPARSE_STORAGES)
 
     @property
     def param_dtype(self) -> torch.dtype:

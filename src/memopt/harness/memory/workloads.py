@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from memopt.harness.train.errors import ConfigError, closest
+from memopt.harness.train.errors import ConfigError
 
 
 @dataclass
@@ -100,7 +100,7 @@ def preset_workload(name: str, seq_len: int, vocab_size: int = 2048) -> Workload
     """
     from transformers import LlamaConfig
 
-    from memopt.harness.train.models import PRESETS, preset_config
+    from memopt.harness.train.models import check_preset, preset_config
 
     if name == "llama-7b":
         config = LlamaConfig(
@@ -109,12 +109,11 @@ def preset_workload(name: str, seq_len: int, vocab_size: int = 2048) -> Workload
         return lm_workload(config, seq_len, name)
     if name in IMAGE_PRESETS:
         return image_workload(**IMAGE_PRESETS[name], name=name)
-    choices = [*PRESETS, "llama-7b", *IMAGE_PRESETS]
-    if name not in PRESETS:
-        raise ConfigError(
-            f"--preset {name!r}: unknown model preset{closest(name, choices)}. Choose one of {', '.join(choices)}, "
-            "or give a transformers config file with --model-config PATH or a module factory with --factory."
-        )
+    check_preset(
+        name,
+        ("llama-7b", *IMAGE_PRESETS),
+        ", or give a transformers config file with --model-config PATH or a module factory with --factory",
+    )
     return lm_workload(preset_config(name, vocab_size), seq_len, name)
 
 

@@ -1,6 +1,8 @@
-"""The configuration of one training run, the per-preset training recipes, and the run's identity.
+"""The configuration of one training run and the per-preset training recipes.
 
-Values come in three layers: the defaults of :class:`TrainConfig`, then the recipe of the chosen preset
+Every setting is declared once, as a field of :class:`TrainConfig` with its flag (:mod:`memopt.harness.train.options`);
+``memopt train`` and ``memopt compare`` generate their run flags from these declarations. Values come in three
+layers: the defaults of :class:`TrainConfig`, then the recipe of the chosen preset
 (:data:`RECIPES`: the paper's settings for ``60m`` and up, minutes-long settings for ``tiny``/``small``),
 then what the user set explicitly. :func:`make_config` applies them in that order.
 """
@@ -12,13 +14,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from memopt.harness.memory.techniques import Techniques, check_sparsity
+from memopt.harness.train.choices import DTYPES, PARALLEL, PARAM_DTYPES, check_choice
 from memopt.harness.train.data import DataConfig
 from memopt.harness.train.errors import ConfigError
-from memopt.harness.train.schedule import ScheduleConfig
+from memopt.harness.train.models import PRESETS, check_preset
+from memopt.harness.train.options import Flag, count, duration, options, setting
+from memopt.harness.train.schedule import SCHEDULES, ScheduleConfig
+from memopt.harness.train.tokenizer import KINDS
+
+__all__ = ["DEFAULT_STEPS", "PARAM_DTYPES", "RECIPES", "TrainConfig", "make_config"]
 
 DEFAULT_STEPS = 200
-#: ``--param-dtype`` choices: the bf16 precisions of :mod:`memopt.harness.memory.techniques`
-PARAM_DTYPES = ("fp32", "bf16", "bf16-sr", "bf16-master")
 
 _PAPER = {  # GaLore / Subset-Norm LLaMA pretraining: 256 tokens x 512 sequences per step, bf16, clip 1.0
     "seq_len": 256,
@@ -88,44 +95,65 @@ class TrainConfig:
         quiet: no progress bar or messages.
     """
 
-    preset: str = "small"
-    model_config: str | None = None
-    data: str | None = None
-    tokenizer: str = "bpe"
-    vocab_size: int = 2048
-    val_fraction: float = 0.05
-    cache_dir: str | None = None
-    seq_len: int = 128
-    batch_size: int = 16
-    grad_accum: int = 1
-    optimizer: str = "adamw"
-    lr: float | None = None
-    hparams: dict[str, Any] = field(default_factory=dict)
-    clip: float | None = 1.0
-    schedule: str = "cosine"
-    warmup_steps: int | None = None
-    min_lr_ratio: float = 0.1
-    restart_steps: int | None = None
-    restart_mult: int = 1
-    dtype: str = "auto"
-    param_dtype: str = "fp32"
-    sparsity: float = 0.0
-    activation_checkpointing: bool = False
-    device: str = "auto"
-    parallel: str = "fsdp"
-    max_steps: int | None = None
-    max_tokens: int | None = None
-    max_time: float | None = None
-    schedule_steps: int | None = None
-    eval_every: int = 50
-    eval_batches: int = 8
-    save_every: int = 0
+    # Each flag is declared with its field: the command line is generated from these (options.py).
+    # fmt: off
+    preset: str = setting("small", flag=Flag(
+        f"model preset and its training recipe: {', '.join(PRESETS)}", "model", "NAME"))
+    model_config: str | None = setting(None, flag=Flag(
+        "a transformers causal-LM config.json to use instead of the preset's model", "model", "PATH"))
+    data: str | None = setting(None, flag=Flag(
+        "text file, JSON Lines file with a 'text' field, or directory of them", "data", "PATH",
+        default_text="the Python language reference from pydoc_data"))
+    tokenizer: str = setting("bpe", flag=Flag("BPE trained on the data, or bytes", "data", choices=KINDS))
+    vocab_size: int = setting(2048, flag=Flag("BPE vocabulary size", "data", "N"))
+    val_fraction: float = setting(0.05, flag=Flag("share of the text held out for validation", "data", "F"))
+    cache_dir: str | None = setting(None, flag=Flag(
+        "tokenized-data cache", "data", "DIR", default_text="$MEMOPT_CACHE_DIR or ~/.cache/memopt"))
+    seq_len: int = setting(128, flag=Flag("tokens per sequence", "data", "N"))
+    batch_size: int = setting(16, flag=Flag("sequences per microbatch", "data", "N"))
+    grad_accum: int = setting(1, flag=Flag("microbatches per optimizer step", "data", "N"))
+    optimizer: str = setting("adamw", flag=Flag(
+        "registry name (see `memopt list`)", "optimizer", "NAME", commands=("train",)))
+    lr: float | None = setting(None, flag=Flag(
+        "peak learning rate", "optimizer", default_text="the registry's recommended"))
+    hparams: dict[str, Any] = field(default_factory=dict)  # from --opt KEY=VALUE, parsed by the command line
+    clip: float | None = setting(1.0, flag=Flag("gradient-norm clip, 0 = off", "optimizer", "NORM"))
+    schedule: str = setting("cosine", flag=Flag("LR schedule after warm-up", "optimizer", choices=SCHEDULES))
+    warmup_steps: int | None = setting(None, flag=Flag(
+        "steps of linear warm-up", "optimizer", "N", default_text="10% of the schedule"))
+    min_lr_ratio: float = setting(0.1, flag=Flag("cosine floor / peak lr", "optimizer", "F"))
+    restart_steps: int | None = setting(None, flag=Flag("SGDR first period", "optimizer", "N"))
+    restart_mult: int = setting(1, flag=Flag("SGDR period multiplier", "optimizer", "N"))
+    dtype: str = setting("auto", flag=Flag(
+        "bf16 autocast or fp32", choices=DTYPES, default_text="auto: bf16 on a GPU that has it"))
+    param_dtype: str = setting("fp32", flag=Flag(
+        "parameters in fp32, or bf16 rounded to nearest, stochastically (sr), or with an fp32 master copy",
+        choices=PARAM_DTYPES))
+    sparsity: float = setting(0.0, flag=Flag(
+        "prune this fraction of the linear weights by magnitude at initialisation, kept zero", metavar="F"))
+    activation_checkpointing: bool = setting(False, flag=Flag("recompute activations in backward to save memory"))
+    device: str = setting("auto", flag=Flag("auto, cpu, cuda, cuda:N"))
+    parallel: str = setting("fsdp", flag=Flag(
+        "under torchrun: shard the model with FSDP2 or replicate it with DDP", choices=PARALLEL))
+    max_steps: int | None = setting(None, flag=Flag("optimizer steps", metavar="N"))
+    max_tokens: int | None = setting(None, flag=Flag("training tokens, e.g. 2M", metavar="N", parse=count))
+    max_time: float | None = setting(None, flag=Flag("wall time, e.g. 90s, 10m", metavar="T", parse=duration))
+    schedule_steps: int | None = setting(None, flag=Flag(
+        "schedule length if not the step limit (to stop early and --resume later)", "optimizer", "N"))
+    eval_every: int = setting(50, flag=Flag(
+        "evaluate every N steps (and at the end); 0 = only at the end", metavar="N"))
+    eval_batches: int = setting(8, flag=Flag("fixed validation batches", metavar="N"))
+    save_every: int = setting(0, flag=Flag(
+        "checkpoint every N steps (and at the end); 0 = only at the end", metavar="N", commands=("train",)))
     save_checkpoints: bool = True
-    seed: int = 0
-    out: str = "runs/train"
-    resume: bool = False
-    trust_checkpoint: bool = False
-    quiet: bool = False
+    seed: int = setting(0, flag=Flag("model init and data order"))
+    out: str = setting("runs/train", flag=Flag("run folder", metavar="DIR", default_text="runs/COMMAND-TIMESTAMP"))
+    resume: bool = setting(False, flag=Flag("continue the run in --out from its checkpoint", commands=("train",)))
+    trust_checkpoint: bool = setting(False, flag=Flag(
+        "allow loading a checkpoint whose optimizer state holds Python objects (only files you wrote)",
+        commands=("train",)))
+    quiet: bool = setting(False, flag=Flag("no progress bar or messages"))
+    # fmt: on
 
     def data_config(self) -> DataConfig:
         """The data part of the configuration."""
@@ -167,6 +195,15 @@ class TrainConfig:
             restart_mult=self.restart_mult,
         )
 
+    def techniques(self) -> Techniques:
+        """The memory techniques of the run (:mod:`memopt.harness.memory.techniques`)."""
+        return Techniques(
+            microbatches=self.grad_accum,
+            checkpointing=self.activation_checkpointing,
+            precision=self.param_dtype,
+            sparsity=self.sparsity,
+        )
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the flag of the first invalid value."""
         positive = {
@@ -193,21 +230,15 @@ class TrainConfig:
                 raise ConfigError(f"{flag} {value}: must be 0 (only at the end) or a positive number of steps.")
         if self.clip is not None and self.clip < 0:
             raise ConfigError(f"--clip {self.clip}: must be positive, or 0 to disable clipping.")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"--dtype {self.dtype!r}: choose auto, fp32 or bf16.")
-        if self.parallel not in ("fsdp", "ddp"):
-            raise ConfigError(f"--parallel {self.parallel!r}: choose fsdp or ddp.")
-        if self.param_dtype not in PARAM_DTYPES:
-            raise ConfigError(f"--param-dtype {self.param_dtype!r}: choose one of {', '.join(PARAM_DTYPES)}.")
+        for option in options(TrainConfig, "train"):
+            if option.flag.choices is not None:
+                check_choice(option.name, getattr(self, option.dest), option.flag.choices)
         if self.param_dtype != "fp32" and self.dtype == "bf16":
             raise ConfigError(
                 f"--param-dtype {self.param_dtype} with --dtype bf16: bf16 parameters compute in bf16 already; "
                 "drop --dtype bf16 (autocast is for fp32 parameters)."
             )
-        if not 0.0 <= self.sparsity < 1.0:
-            raise ConfigError(
-                f"--sparsity {self.sparsity}: the fraction of weights pruned must be in [0, 1), e.g. 0.5."
-            )
+        check_sparsity(self.sparsity)
         if self.schedule_steps is not None and self.schedule_steps < self.total_steps() and self.schedule == "cosine":
             raise ConfigError(
                 f"--schedule-steps {self.schedule_steps}: shorter than the run's {self.total_steps()} steps; "
@@ -224,15 +255,8 @@ def make_config(preset: str | None = None, **explicit: Any) -> TrainConfig:
     Raises:
         ConfigError: an unknown field name (a programming error in the caller) or preset.
     """
-    from memopt.harness.train.errors import closest
-    from memopt.harness.train.models import PRESETS
-
     preset = preset or TrainConfig.preset
-    if preset not in PRESETS:
-        raise ConfigError(
-            f"--preset {preset!r}: unknown model preset{closest(preset, PRESETS)}. Choose one of "
-            f"{', '.join(PRESETS)}, or give a transformers config file with --model-config PATH."
-        )
+    check_preset(preset)
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = set(explicit) - names
     if unknown:

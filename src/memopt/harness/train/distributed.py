@@ -1,5 +1,12 @@
-"""Data-parallel training on torch.distributed: a run launched by ``torchrun`` joins a process group and
-trains one model with DDP or FSDP2, on the same command line as a single process.
+"""The processes of a run: :class:`SingleProcess` for one, :class:`Distributed` for a ``torchrun`` launch.
+
+Both have one interface (rank, world size, device, wrapping the model, each rank's share of a batch,
+gradient synchronization, collectives on numbers, running something on rank 0), so the training loop is
+written once: in a single process the collectives are identities and the model is not wrapped.
+:func:`launch` returns the one that applies.
+
+A run launched by ``torchrun`` joins a process group and trains one model with DDP or FSDP2, on the same
+command line as a single process.
 
 What a distributed run does differently (everything else is the single-process loop):
 
@@ -36,15 +43,98 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from memopt.harness.train import errors
+from memopt.harness.train import optimizers as opt_lib
+from memopt.harness.train.choices import PARALLEL, check_choice
 from memopt.harness.train.errors import ConfigError, HarnessError
+from memopt.state.accounting import state_bytes_per_rank
 
-PARALLEL_CHOICES = ("fsdp", "ddp")
 T = TypeVar("T")
 
 
 def launched() -> bool:
     """Whether this process was started by torchrun (or another launcher) as one of several."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device of a single-process run: ``"auto"`` is the first CUDA device if there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"--device {name!r}: not a device ({exc}); use auto, cpu or cuda[:N].") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu.")
+    return device
+
+
+class SingleProcess:
+    """The processes of a run in one process: rank 0 of 1, the interface of :class:`Distributed` with
+    identities for its collectives, the model unwrapped and every batch whole."""
+
+    rank = 0
+    world_size = 1
+    parallel = None
+    is_main = True
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """``model`` itself."""
+        return model
+
+    def local_rows(self, batch: torch.Tensor) -> torch.Tensor:
+        """The whole training microbatch."""
+        return batch
+
+    def eval_rows(self, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The whole validation batch, and its size as its weight."""
+        return batch, batch.shape[0]
+
+    def gradient_sync(self, model: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+        """Nothing to synchronize."""
+        return contextlib.nullcontext()
+
+    def clip_grad_norm(self, parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+        """Clip the gradients to a norm of ``max_norm``; the norm before clipping."""
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+    def total(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (a new tensor): the sum over one rank."""
+        return values.detach().clone()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """``value``: the mean over one rank."""
+        return value
+
+    def agree(self, flag: bool) -> bool:
+        """``flag``."""
+        return flag
+
+    def barrier(self) -> None:
+        """Nothing to wait for."""
+
+    def from_main(self, value: Any) -> Any:
+        """``value``: this process is rank 0."""
+        return value
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """``fn()``."""
+        return fn()
+
+    def main_first(self, fn: Callable[[], T]) -> T:
+        """``fn()``."""
+        return fn()
+
+    def state_bytes_per_rank(self, optimizer: torch.optim.Optimizer) -> list[int]:
+        """The optimizer's state bytes, as a list of one."""
+        return [opt_lib.state_bytes(optimizer)]
+
+    def describe(self) -> dict[str, Any]:
+        """What a run's files record about its processes: nothing for one."""
+        return {}
 
 
 @dataclass
@@ -89,6 +179,10 @@ class Distributed:
         rows = torch.tensor_split(batch, self.world_size)[self.rank]
         return (rows, rows.shape[0]) if rows.shape[0] else (batch[:1], 0)
 
+    def clip_grad_norm(self, parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+        """Clip the gradients to a global norm of ``max_norm`` over all shards (:func:`clip_grad_norm`)."""
+        return clip_grad_norm(parameters, max_norm)
+
     @contextlib.contextmanager
     def gradient_sync(self, model: nn.Module, enabled: bool) -> Iterator[None]:
         """Synchronize gradients in this backward only if ``enabled`` (the last microbatch of a step)."""
@@ -124,6 +218,19 @@ class Distributed:
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
 
+    def main_first(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on every rank, rank 0 first (e.g. rank 0 tokenizes into the cache, then the others read it)."""
+        result = self.on_main(fn)
+        return result if self.is_main else fn()
+
+    def state_bytes_per_rank(self, optimizer: torch.optim.Optimizer) -> list[int]:
+        """The optimizer's state bytes on every rank (a collective)."""
+        return state_bytes_per_rank(optimizer)
+
+    def describe(self) -> dict[str, Any]:
+        """What a run's files record about its processes."""
+        return {"world_size": self.world_size, "parallel": self.parallel}
+
     def on_main(self, fn: Callable[[], T]) -> T | None:
         """Run ``fn`` on rank 0 alone (writing files, converting a checkpoint); an error there is raised on
         every rank, so that no rank waits for rank 0 forever. Returns ``fn()`` on rank 0, None elsewhere."""
@@ -155,16 +262,18 @@ def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     return blocks
 
 
-def launch(device_flag: str, parallel: str) -> Distributed | None:
-    """Join the process group of a torchrun launch (None in a single process).
+Processes = SingleProcess | Distributed
+
+
+def launch(device_flag: str, parallel: str) -> Processes:
+    """Join the process group of a torchrun launch; in a single process, its stand-in on ``device_flag``.
 
     The group is created here unless the caller created one already (then it is reused); NCCL when
     training on CUDA, gloo otherwise. A process group created here is destroyed at exit.
     """
     if not launched():
-        return None
-    if parallel not in PARALLEL_CHOICES:
-        raise ConfigError(f"--parallel {parallel!r}: choose one of {', '.join(PARALLEL_CHOICES)}.")
+        return SingleProcess(resolve_device(device_flag))
+    check_choice("--parallel", parallel, PARALLEL)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device_flag.startswith("cuda") or (device_flag == "auto" and torch.cuda.is_available())
     if cuda:

@@ -6,9 +6,6 @@ Every message names the flag, file or value at fault and says how to fix it. The
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
-
 
 class HarnessError(Exception):
     """Base class of the harness's user-facing errors (bad input, not bugs)."""
@@ -28,17 +25,3 @@ class CheckpointError(HarnessError):
 
 class NonFiniteLossError(HarnessError):
     """Training produced a NaN or infinite loss or gradient; the run stopped before updating the model."""
-
-
-def closest(name: str, choices: Iterable[str], n: int = 3) -> str:
-    """Return ``" (did you mean 'a', 'b'?)"`` for the closest choices to ``name``, or ``""`` if none.
-
-    Args:
-        name: the value the user gave.
-        choices: the valid values.
-        n: at most this many suggestions.
-    """
-    matches = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)
-    if not matches:
-        return ""
-    return " (did you mean " + ", ".join(repr(m) for m in matches) + "?)"

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
-from memopt.harness.train.errors import ConfigError, closest
+from memopt.harness.train.choices import check_choice
+from memopt.harness.train.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,17 @@ PRESETS: dict[str, ModelPreset] = {
 }
 
 
+def check_preset(name: str, extra: tuple[str, ...] = (), hint: str = "") -> None:
+    """Raise :class:`ConfigError` with the closest names unless ``name`` is a preset (or one of ``extra``)."""
+    check_choice(
+        "--preset",
+        name,
+        [*PRESETS, *extra],
+        unknown="model preset",
+        hint=hint or ", or give a transformers config file with --model-config PATH",
+    )
+
+
 def preset_config(name: str, tokenizer_vocab: int) -> LlamaConfig:
     """``LlamaConfig`` of the preset ``name``.
 
@@ -59,11 +71,7 @@ def preset_config(name: str, tokenizer_vocab: int) -> LlamaConfig:
     Raises:
         ConfigError: unknown preset.
     """
-    if name not in PRESETS:
-        raise ConfigError(
-            f"--preset {name!r}: unknown model preset{closest(name, PRESETS)}. Choose one of "
-            f"{', '.join(PRESETS)}, or give a transformers config file with --model-config PATH."
-        )
+    check_preset(name)
     p = PRESETS[name]
     return LlamaConfig(
         vocab_size=p.vocab_size or tokenizer_vocab,

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from memopt.harness.train.errors import ConfigError, closest
+from memopt.harness.train.choices import closest
+from memopt.harness.train.errors import ConfigError
 from memopt.registry import specs as registry
 from memopt.state.accounting import state_bytes as count_state_bytes
 

@@ -23,7 +23,8 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from memopt.harness.train.errors import ConfigError, closest
+from memopt.harness.train.choices import check_choice
+from memopt.harness.train.errors import ConfigError
 
 SCHEDULES = ("cosine", "sgdr", "constant")
 
@@ -59,11 +60,7 @@ def build_scheduler(optimizer: Optimizer, config: ScheduleConfig, total_steps: i
     Raises:
         ConfigError: unknown kind or inconsistent step counts.
     """
-    if config.kind not in SCHEDULES:
-        raise ConfigError(
-            f"--schedule {config.kind!r}: unknown schedule{closest(config.kind, SCHEDULES)}; choose one of "
-            f"{', '.join(SCHEDULES)}."
-        )
+    check_choice("--schedule", config.kind, SCHEDULES, unknown="schedule")
     warmup = config.warmup_steps
     if warmup < 0 or warmup >= total_steps:
         raise ConfigError(f"--warmup-steps {warmup}: must be at least 0 and below the schedule's {total_steps} steps.")

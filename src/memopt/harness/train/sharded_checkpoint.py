@@ -10,16 +10,15 @@ DTensor shards, quantized codes and projector state included), the LR scheduler,
 same on every rank: they are seeded alike) and the run's identity and position.
 
 Loading needs a template of the same structure (DCP fills tensors in place): the optimizer's
-``prepare_state()`` creates every state entry before its first step. A single-process checkpoint
-(``checkpoint.pt``) is loaded by a distributed run by first converting it on rank 0
-(:func:`convert_single_process_checkpoint`).
+``prepare_state()`` creates every state entry before its first step. Which format a run writes, and the
+conversion of a single-process ``checkpoint.pt`` for a distributed run, are decided by
+:class:`memopt.harness.train.run_checkpoint.RunCheckpoint`.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,20 +116,6 @@ def restore(model: nn.Module, optimizer: Optimizer, scheduler: Any, state: dict[
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng"])
-
-
-def convert_single_process_checkpoint(
-    out: Path, build: Callable[[], tuple[nn.Module, Optimizer, Any]], restore_single: Callable, *, is_main: bool
-) -> None:
-    """Rewrite the run's ``checkpoint.pt`` as a DCP checkpoint (rank 0, in one process), so that a
-    distributed run resumes it: ``build()`` makes an unsharded model, optimizer and scheduler, and
-    ``restore_single(model, optimizer, scheduler)`` loads ``checkpoint.pt`` into them and returns the
-    checkpoint's ``meta`` and step."""
-    if is_main:
-        model, optimizer, scheduler = build()
-        meta, step = restore_single(model, optimizer, scheduler)
-        save(out, step, training_state(model, optimizer, scheduler, meta), is_main=True, no_dist=True)
-    dist.barrier()
 
 
 def _barrier(no_dist: bool) -> None:

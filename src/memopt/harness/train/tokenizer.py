@@ -66,9 +66,10 @@ def build_tokenizer(kind: str, texts: Iterable[str], vocab_size: int) -> Tokeniz
         return train_bpe(texts, vocab_size)
     if kind == "byte":
         return byte_tokenizer()
-    from memopt.harness.train.errors import closest
+    from memopt.harness.train.choices import check_choice
 
-    raise ConfigError(f"--tokenizer {kind!r}: unknown tokenizer{closest(kind, KINDS)}; choose one of {KINDS}.")
+    check_choice("--tokenizer", kind, KINDS, unknown="tokenizer")
+    raise AssertionError(f"tokenizer kind {kind!r} is listed in KINDS but has no builder")
 
 
 def eos_id(tokenizer: Tokenizer) -> int:
