@@ -60,6 +60,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "quasar_agd": ("quasar_agd", {"lr": 0.01, "gamma": 0.5}),
     "nesterov_agd": ("nesterov_agd", {"lr": 0.01}),
     "asgd": ("asgd", {"lr": 0.01}),
+    "lion": ("lion", {"lr": 1e-3, "weight_decay": 0.1}),
     # other code paths: contiguous subsets across shard boundaries, every projector, a global norm,
     # Adafactor with momentum and an external lr, ET on natural modes, STORM with whole-tensor norms
     "adamw_sn[subset=-2]": ("adamw_sn", {"lr": 1e-2, "subset_size": -2}),
@@ -81,7 +82,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 #: configurations whose update is elementwise (no sum over a sharded dim): FSDP2 must equal one process
 #: exactly. 8-bit blocks cut by shards take the MAX of both pieces, which is exact too.
 ELEMENTWISE = {
-    "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamw8bit", "nag_gs", "meta_storm", "storm_plus", "asgd",
+    "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamw8bit", "nag_gs", "meta_storm", "storm_plus", "asgd", "lion",
 }  # fmt: skip
 
 

@@ -115,7 +115,7 @@ for _spec in (
                                         "interpolation of momentum and gradient; one buffer (memopt.estimators.lion).",
                                         momentum_type="lion", second_moment_type="none", lr=1e-4, betas=(0.9, 0.99)),
                   "Lion: sign of an interpolation of momentum and gradient, one buffer (4 bytes/param).",
-                  recommended={"lr": 3e-4, "weight_decay": 0.0}),
+                  recommended={"lr": 6e-4, "weight_decay": 0.0}),
 ):  # fmt: skip
     register(_spec)
 
