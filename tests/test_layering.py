@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"memopt.estimators"},
     {"memopt.kernels"},
     {"memopt.optim"},
-    {"memopt.accelerated", "memopt.wrappers"},
+    {"memopt.accelerated", "memopt.wrappers", "memopt.riemannian"},
     {"memopt.registry"},
     {"memopt.convex", "memopt.decentralized", "memopt.privacy", "memopt.manifolds"},
     {"memopt"},
