@@ -141,7 +141,8 @@ class PoincareBall(Manifold):
     def expmap(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         sc = math.sqrt(self.c)
         norm = u.norm(dim=-1, keepdim=True).clamp_min(MIN_NORM)
-        second = tanh(sc * lambda_x(x, self.c) * norm / 2) * u / (sc * norm)
+        # the operation order of geoopt's ``_expmap`` (float32 results then agree bit for bit or nearly)
+        second = (1 / sc) * tanh(sc * (lambda_x(x, self.c) / 2 * norm)) * (u / norm)
         return self.projx(mobius_add(x, second, self.c))
 
     def logmap(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

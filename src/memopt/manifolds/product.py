@@ -32,7 +32,7 @@ class Product(Manifold):
         for manifold, shape in factors:
             shape = tuple(int(s) for s in shape)
             problem = manifold.check_shape(shape)
-            if problem is not None or len(shape) != manifold.ndim and manifold.ndim != 0:
+            if problem is not None or (len(shape) != manifold.ndim and manifold.ndim != 0):
                 raise ValueError(f"Invalid factor {manifold!r} with point shape {shape}: {problem or 'wrong rank'}.")
             self.factors.append((manifold, shape))
         self.sizes = [math.prod(shape) for _, shape in self.factors]
@@ -45,7 +45,9 @@ class Product(Manifold):
     def check_shape(self, shape):
         problem = super().check_shape(shape)
         if problem is None and shape[-1] != self.dim:
-            problem = f"the last dimension must be {self.dim} (the factors' sizes {self.sizes}), got shape {tuple(shape)}"
+            problem = (
+                f"the last dimension must be {self.dim} (the factors' sizes {self.sizes}), got shape {tuple(shape)}"
+            )
         return problem
 
     def _split(self, t: torch.Tensor) -> list[torch.Tensor]:
@@ -107,7 +109,7 @@ class Product(Manifold):
         return torch.stack(out, -1)
 
     def component_shape(self, shape):
-        return tuple(shape)[:-1] + (len(self.factors),)
+        return (*tuple(shape)[:-1], len(self.factors))
 
     def expand_components(self, values, x):
         sizes = torch.tensor(self.sizes, device=values.device)

@@ -84,7 +84,10 @@ class RiemannianAdam(RiemannianBase):
         check_bool("bias_correction", group["bias_correction"])
 
     def _state_slots(self, param: torch.Tensor, group: dict, manifold: Any) -> dict[str, StateSlot]:
-        slots = {"exp_avg": StateSlot("elementwise", tuple(param.shape)), "exp_avg_sq": self._component_slot(param, manifold)}
+        slots = {
+            "exp_avg": StateSlot("elementwise", tuple(param.shape)),
+            "exp_avg_sq": self._component_slot(param, manifold),
+        }
         if group["amsgrad"]:
             slots["max_exp_avg_sq"] = self._component_slot(param, manifold)
         return slots
