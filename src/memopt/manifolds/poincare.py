@@ -22,7 +22,8 @@ Formulas (Ganea, Bécigneul & Hofmann 2018; the same as geoopt's ``stereographic
   ``eps = 4e-3`` in float32 and ``1e-5`` in float64 (:data:`BALL_EPS`, geoopt's values). The largest
   reachable distance from the origin is then ``2 artanh(1 - eps) / sqrt(c)``: 6.2 (float32), 12.2 (float64).
 * ``tanh`` arguments are clamped to ``[-15, 15]``, ``artanh`` arguments to ``[-1 + 1e-7, 1 - 1e-7]`` (float32:
-  ``1 - 1e-7`` rounds to the largest float below 1), ``arcosh`` arguments to ``>= 1``.
+  ``1 - 1e-7`` rounds to the largest float below 1), ``arcosh`` arguments to ``>= 1 + 1e-7`` (float32) or
+  ``1 + 1e-13`` (float64), so that coinciding points have a finite (zero) distance gradient.
 * Every norm used as a divisor is clamped to ``>= 1e-15``; ``1 - c||x||^2`` and the Möbius and gyration
   denominators to ``>= 1e-15``.
 * :meth:`PoincareBall.dist` uses the arcosh form, which is accurate near the boundary (the Möbius form
@@ -41,6 +42,8 @@ from memopt.manifolds.base import MIN_NORM, Manifold, generator_randn
 BALL_EPS = {torch.float32: 4e-3, torch.float64: 1e-5, torch.bfloat16: 4e-2, torch.float16: 4e-3}
 TANH_CLAMP = 15.0
 ARTANH_CLAMP = 1 - 1e-7
+#: arcosh arguments are clamped to ``>= 1 + ACOSH_EPS`` (distance >= 4.5e-4 in float32, 4.5e-7 in float64)
+ACOSH_EPS = {torch.float32: 1e-7, torch.float64: 1e-13}
 
 
 def _dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -103,7 +106,9 @@ def dist_arcosh(x: torch.Tensor, y: torch.Tensor, c: float) -> torch.Tensor:
     alpha = (1 - c * (x * x).sum(-1)).clamp_min(MIN_NORM)
     beta = (1 - c * (y * y).sum(-1)).clamp_min(MIN_NORM)
     arg = 1 + 2 * c * ((x - y) ** 2).sum(-1) / (alpha * beta)
-    return torch.acosh(arg.clamp_min(1.0)) / math.sqrt(c)
+    # arcosh'(1) is infinite: clamping just above 1 keeps the gradient finite (zero) when two points coincide,
+    # e.g. after both were projected onto the same spot of the boundary
+    return torch.acosh(arg.clamp_min(1 + ACOSH_EPS.get(arg.dtype, 1e-7))) / math.sqrt(c)
 
 
 class PoincareBall(Manifold):
