@@ -17,13 +17,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: library packages, bottom layer first; the facade ``memopt`` sits above them and the harness on top
 LAYERS: list[set[str]] = [
     {"memopt.validation"},
-    {"memopt.state"},
+    {"memopt.state", "memopt.manifolds"},
     {"memopt.estimators"},
     {"memopt.kernels"},
     {"memopt.optim"},
-    {"memopt.accelerated", "memopt.wrappers"},
+    {"memopt.accelerated", "memopt.wrappers", "memopt.riemannian"},
     {"memopt.registry"},
-    {"memopt.convex", "memopt.decentralized", "memopt.privacy", "memopt.manifolds"},
+    {"memopt.convex", "memopt.decentralized", "memopt.privacy"},
     {"memopt"},
     {"memopt.harness"},
 ]

@@ -16,6 +16,7 @@ from memopt.accelerated import (
     effective_lr,
     naggs_optimal_step,
 )
+from memopt.manifolds import ManifoldParameter
 from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.chained import ChainedOptimizer
@@ -33,6 +34,7 @@ from memopt.optim.presets import (
 from memopt.optim.tensoring import ETAdaGrad, ETAdam
 from memopt.registry.reports import format_state_report, state_memory_report
 from memopt.registry.specs import build_optimizer, list_optimizers, recommended_hparams
+from memopt.riemannian import RiemannianAdagrad, RiemannianAdam, RiemannianAMSGrad, RiemannianSGD
 from memopt.state.accounting import state_bytes, state_bytes_per_rank
 from memopt.wrappers import Grokfast
 
@@ -58,12 +60,17 @@ __all__ = [
     "ETAdam",
     "FourParameterASGD",
     "Grokfast",
+    "ManifoldParameter",
     "MemoptOptimizer",
     "MetaSTORM",
     "NesterovAGD",
     "QuasarAGD",
     "RMSPropSN",
     "RMSprop",
+    "RiemannianAMSGrad",
+    "RiemannianAdagrad",
+    "RiemannianAdam",
+    "RiemannianSGD",
     "STORMPlus",
     "build_optimizer",
     "effective_lr",

@@ -61,6 +61,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "nesterov_agd": ("nesterov_agd", {"lr": 0.01}),
     "asgd": ("asgd", {"lr": 0.01}),
     "lion": ("lion", {"lr": 1e-3, "weight_decay": 0.1}),
+    # Riemannian optimizers on plain (Euclidean) parameters; manifold parameters cannot be sharded
+    "riemannian_sgd": ("riemannian_sgd", {"lr": 0.05, "momentum": 0.9}),
+    "riemannian_adam": ("riemannian_adam", {"lr": 1e-2, "weight_decay": 0.01}),
+    "riemannian_amsgrad": ("riemannian_amsgrad", {"lr": 1e-2}),
+    "riemannian_adagrad": ("riemannian_adagrad", {"lr": 0.05}),
     # other code paths: contiguous subsets across shard boundaries, every projector, a global norm,
     # Adafactor with momentum and an external lr, ET on natural modes, STORM with whole-tensor norms
     "adamw_sn[subset=-2]": ("adamw_sn", {"lr": 1e-2, "subset_size": -2}),

@@ -275,3 +275,25 @@ for _spec in (
                   recommended={"lr": 0.3, "kappa": 1000.0, "xi": 10.0, "small_const": 0.7}),
 ):  # fmt: skip
     register(_spec)
+
+
+# Riemannian optimizers (memopt.riemannian, Bécigneul & Ganea ICLR 2019): ManifoldParameters step on their
+# manifold, every other parameter as Euclidean (then they equal torch.optim.SGD / Adam / Adagrad). Recommended
+# settings are the Euclidean starting points of their torch counterparts, not tuned for manifold problems.
+from memopt.riemannian import RiemannianAdagrad, RiemannianAdam, RiemannianAMSGrad, RiemannianSGD  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("riemannian_sgd", RiemannianSGD,
+                  "Riemannian SGD: retraction step, momentum transported; SGD on plain parameters.",
+                  recommended={"lr": 0.1, "momentum": 0.9}),
+    OptimizerSpec("riemannian_adam", RiemannianAdam,
+                  "Riemannian Adam (RADAM): one second moment per manifold point, momentum transported.",
+                  recommended={"lr": 2e-3}),
+    OptimizerSpec("riemannian_amsgrad", RiemannianAMSGrad,
+                  "Riemannian AMSGrad (RAMSGRAD): RADAM with the running maximum of the second moment.",
+                  recommended={"lr": 2e-3}),
+    OptimizerSpec("riemannian_adagrad", RiemannianAdagrad,
+                  "Riemannian AdaGrad (RADAGRAD): one accumulator of ||g||_x^2 per manifold point.",
+                  recommended={"lr": 1e-2}),
+):  # fmt: skip
+    register(_spec)

@@ -41,6 +41,7 @@ STUDY_NAMES = (
     "shuffle_private",
     "convex",
     "saddle",
+    "poincare",
 )
 
 
