@@ -29,6 +29,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 import memopt
+from memopt.state.formats import QuantizedState
 
 STEPS, HALF = 20, 10
 VOCAB = 11
@@ -373,11 +374,11 @@ def maxima_layouts(rank: int) -> dict[str, Any]:
     train(model, optimizer, range(2, STEPS))
     square_exact = torch.equal(full(model.square.detach()), reference.square.detach())
     names = {id(p): n for n, p in model.named_parameters()}
-    layouts = {
-        f"{names[id(p)]}:{key}": type(value.placements[0]).__name__
+    layouts = {  # an 8-bit state is one entry (codes, maxima, format); named as its checkpoint key
+        f"{names[id(p)]}:{key}_absmax": type(value.maxima.placements[0]).__name__
         for p, entry in optimizer.state.items()
         for key, value in entry.items()
-        if key.endswith("_absmax")
+        if isinstance(value, QuantizedState)
     }
     return {"layouts": layouts, "kernel_shapes": stepped, "square_exact": square_exact}
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import memopt
+from memopt.state.formats import flatten_state
 
 FACTORIES = {
     "adafactor": lambda ps, **kw: memopt.Adafactor(ps, beta1=0.9, **kw),
@@ -79,8 +80,10 @@ def test_save_load_continue_is_bit_identical(name, storage, dtype):
     new_optimizer = make(resumed)
     new_optimizer.load_state_dict(torch.load(buffer, weights_only=True))
     for p_old, p_new in zip(_all_params(optimizer), _all_params(new_optimizer)):
-        for key, value in optimizer.state[p_old].items():
-            loaded = new_optimizer.state[p_new][key]
+        old_state, new_state = optimizer.state[p_old], new_optimizer.state[p_new]
+        assert [type(v) for v in old_state.values()] == [type(v) for v in new_state.values()]
+        for key, value in flatten_state(old_state).items():  # an 8-bit entry as codes, maxima and tag
+            loaded = flatten_state(new_state)[key]
             if torch.is_tensor(value):
                 assert loaded.dtype == value.dtype and torch.equal(loaded, value), key  # no upcast on load
             else:

@@ -32,6 +32,7 @@ from torch.optim import Optimizer
 from memopt.estimators.base import ParamStep
 from memopt.optim.template import StateSlot, create_state
 from memopt.state import quantization, sharding, storage
+from memopt.state.formats import flatten_state, unflatten_state
 from memopt.state.rounding import rounding_generator
 from memopt.validation import check_bool, check_choice, check_positive_int
 
@@ -123,8 +124,9 @@ class MemoptBase(Optimizer):
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         """Raise ``ValueError`` if ``state`` could not have been created by this optimizer for ``param``:
         its keys, tensor shapes and layouts are compared with a meta-device copy of the fresh state."""
-        fresh: dict = {}
-        self._init_state(param.detach().to("meta"), fresh, group)
+        entries: dict = {}
+        self._init_state(param.detach().to("meta"), entries, group)
+        fresh = flatten_state(entries)
         expected: dict[str, Any] = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in fresh.items()}
         expected.update(self._optional_state_shapes(param, state, group))
         hint = self._load_hint()
@@ -161,7 +163,8 @@ class MemoptBase(Optimizer):
         ``torch.optim.Optimizer.load_state_dict`` casts floating state to the parameter's dtype (and would
         turn int64 projector indices or float32 accumulators of bfloat16 parameters into something else);
         here the groups are loaded by torch and the per-parameter state by memopt, moved to the
-        parameter's device only, and checked against the state this optimizer would create.
+        parameter's device only, checked (in the checkpoint layout) against the state this optimizer would
+        create, and turned back into one entry per logical state (:func:`~memopt.state.formats.unflatten_state`).
         """
         saved_state = state_dict["state"]
         super().load_state_dict({**state_dict, "state": {}})
@@ -180,8 +183,17 @@ class MemoptBase(Optimizer):
             param, group, name = params_by_id[pid]
             state = {k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()}
             self._check_loaded_state(param, state, group, name)
-            new_state[param] = state
+            new_state[param] = unflatten_state(state)
         self.state = new_state
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state dict, each state entry in its checkpoint layout
+        (:func:`~memopt.state.formats.flatten_state`: an 8-bit state as its codes, ``<key>_absmax`` and
+        ``<key>_qmap``), so that ``torch.load(weights_only=True)`` and ``torch.distributed.checkpoint`` see
+        plain tensors, numbers and strings. The tensors are the state's own (DCP loads into them in place)."""
+        state_dict = super().state_dict()
+        state_dict["state"] = {pid: flatten_state(state) for pid, state in state_dict["state"].items()}
+        return state_dict
 
     # ------------------------------------------------------------------------ the per-parameter contract
     def _params_with_grad(self, group: dict, group_index: int) -> list[tuple[int, torch.Tensor, str]]:

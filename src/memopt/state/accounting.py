@@ -2,7 +2,9 @@
 
 What is counted, for every entry of ``optimizer.state``: each tensor's ``numel * element_size`` (a storage
 shared by several state entries is counted once), 8 bytes for a Python int or float (a ``step``
-counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). A tensor subclass that
+counter), 1 for a bool and the UTF-8 length of a string (a projector's layout); an 8-bit
+:class:`~memopt.state.formats.QuantizedState` as what a checkpoint holds of it (codes, block maxima and the
+format tag string). A tensor subclass that
 wraps other tensors (a DTensor, torchao's 8-bit states) counts the tensors it wraps: for a DTensor, this
 rank's shard; :func:`state_bytes_per_rank` gathers the count of every rank of a distributed run.
 Tensors without memory (meta, or the memory planner's fake tensors) are counted by shape and dtype, a
@@ -19,8 +21,12 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
+from memopt.state.formats import QuantizedState
+
 
 def _value_bytes(value: Any, seen: set[tuple]) -> int:
+    if isinstance(value, QuantizedState):  # one 8-bit state: codes, maxima and the format tag, as a checkpoint
+        return _value_bytes(value.format.flatten("", value), seen)
     if isinstance(value, DTensor):  # this rank's shard (its flatten protocol also lists the device mesh)
         return _value_bytes(value.to_local(), seen)
     if torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):

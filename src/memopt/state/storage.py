@@ -13,9 +13,10 @@ Adam's second moment, Subspace-Momentum's projected momentum):
   map. States with fewer than ``MIN_QUANTIZED_NUMEL`` elements stay float32.
 
 Each choice names a *format* object (:mod:`.formats`: :class:`~.formats.Plain`, :class:`~.formats.BFloat16`,
-:class:`~.formats.Blockwise8bit`) that owns how the state is laid out in ``optimizer.state[p]``;
+:class:`~.formats.Blockwise8bit`) that owns what the one entry ``optimizer.state[p][key]`` holds (a tensor,
+or a :class:`~.formats.QuantizedState` of codes and block maxima) and how a checkpoint lays it out;
 :data:`STORAGE_FORMATS` maps the group option to the format of a new state, and :func:`load` /
-:func:`store` ask the stored state for its format (:func:`.formats.format_of`).
+:func:`store` ask the entry for its format (:func:`.formats.format_of`).
 
 *Reduced* states (Subset-Norm and AdaGrad-Norm accumulators, which sum many squares and are small) are
 always held in float32, or the parameter's dtype if wider: a bfloat16 sum stops growing once it is large.
@@ -118,7 +119,7 @@ def create(
     if sharded is None:
         sharded = shape == tuple(param.shape)
     fmt = choose_format(group, shape, non_negative=non_negative, default=default or param.dtype)
-    fmt.create(state, key, param, shape, sharded=sharded, fill=fill)
+    state[key] = fmt.create(param, shape, sharded=sharded, fill=fill)
 
 
 def load(state: MutableMapping, key: str, dtype: torch.dtype, fresh: dict | None = None) -> torch.Tensor:
@@ -130,7 +131,7 @@ def load(state: MutableMapping, key: str, dtype: torch.dtype, fresh: dict | None
     """
     if fresh is not None and key in fresh:
         return fresh[key]
-    return format_of(state, key).load(state, key, dtype)
+    return format_of(state, key).load(state[key], dtype)
 
 
 def store(
@@ -145,4 +146,4 @@ def store(
     rounded stochastically (:mod:`.rounding`) instead of to nearest."""
     if fresh is not None:
         fresh[key] = value
-    format_of(state, key).store(state, key, value, rounding)
+    format_of(state, key).store(state[key], value, rounding)
