@@ -1,7 +1,8 @@
 """How optimizer state tensors are stored, kept apart from the math that uses them.
 
-Every estimator creates its state with :func:`create` (or :func:`zeros_reduced`), reads it through
-:func:`load` (a tensor in the compute dtype) and writes it back through :func:`store`. The math never sees
+An optimizer declares its state as a template (:mod:`.template`) whose slots are created in a format
+chosen here (:func:`choose_format`, :func:`reduced_dtype`); the math reads a state through :func:`load` (a
+tensor in the compute dtype) and writes it back through :func:`store`. The math never sees
 how a state is held; the group option ``state_storage`` chooses it for *elementwise* states (momentum,
 Adam's second moment, Subspace-Momentum's projected momentum):
 
@@ -47,7 +48,7 @@ from collections.abc import Callable, MutableMapping
 
 import torch
 
-from memopt.state import formats, quantization, sharding
+from memopt.state import formats, quantization
 from memopt.state.formats import StateFormat, blocks_follow_shards, format_of
 
 __all__ = ["STORAGE_CHOICES", "STORAGE_FORMATS", "blocks_follow_shards", "compute_dtype", "create", "load", "store"]
@@ -63,12 +64,6 @@ def compute_dtype(param: torch.Tensor) -> torch.dtype:
 def reduced_dtype(param: torch.Tensor) -> torch.dtype:
     """The storage dtype of accumulators that sum over many entries of ``param``."""
     return compute_dtype(param)
-
-
-def zeros_reduced(param: torch.Tensor, shape: torch.Size | tuple[int, ...], *, sharded: bool = False) -> torch.Tensor:
-    """A zero accumulator for sums over entries of ``param``, stored in :func:`reduced_dtype`;
-    ``sharded=True`` when its dim 0 runs over the parameter's rows (else it is replicated)."""
-    return sharding.zeros(param, shape, reduced_dtype(param), sharded=sharded)
 
 
 def _eight_bit(default: torch.dtype, numel: int, non_negative: bool, group: dict) -> StateFormat:
