@@ -29,6 +29,7 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 import memopt
+from memopt.state.accounting import template_bytes
 from memopt.state.formats import QuantizedState
 
 STEPS, HALF = 20, 10
@@ -61,6 +62,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "quasar_agd": ("quasar_agd", {"lr": 0.01, "gamma": 0.5}),
     "nesterov_agd": ("nesterov_agd", {"lr": 0.01}),
     "asgd": ("asgd", {"lr": 0.01}),
+    "lion": ("lion", {"lr": 1e-3, "weight_decay": 0.1}),
     # other code paths: contiguous subsets across shard boundaries, every projector, a global norm,
     # Adafactor with momentum and an external lr, ET on natural modes, STORM with whole-tensor norms
     "adamw_sn[subset=-2]": ("adamw_sn", {"lr": 1e-2, "subset_size": -2}),
@@ -82,7 +84,7 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 #: configurations whose update is elementwise (no sum over a sharded dim): FSDP2 must equal one process
 #: exactly. 8-bit blocks cut by shards take the MAX of both pieces, which is exact too.
 ELEMENTWISE = {
-    "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamw8bit", "nag_gs", "meta_storm", "storm_plus", "asgd",
+    "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamw8bit", "nag_gs", "meta_storm", "storm_plus", "asgd", "lion",
 }  # fmt: skip
 
 
@@ -237,6 +239,7 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
         train(reference, optimizer, range(HALF, STEPS))
         expected = full_params(reference)
         result["state_bytes_one_process"] = memopt.state_bytes(optimizer)
+        result["template_bytes_one_process"] = template_bytes(optimizer)
     dist.barrier()
 
     model = shard(make_model(0))
@@ -247,6 +250,8 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
     train(model, optimizer, range(HALF, STEPS))
     fsdp_final = full_params(model)
     per_rank = memopt.state_bytes_per_rank(optimizer)
+    template_per_rank: list[Any] = [None] * world  # the template's prediction of each rank's part
+    dist.all_gather_object(template_per_rank, template_bytes(optimizer))
 
     ddp = DistributedDataParallel(make_model(0))
     ddp_optimizer = build(ddp, registry_name, hparams)
@@ -279,6 +284,7 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
     result["to_two_state"] = exactly_equal(loaded_half, reference_half)
     result["to_two"] = relative_error(resumed_final, expected)
     result["state_bytes_per_rank"] = per_rank
+    result["template_bytes_per_rank"] = template_per_rank
     return result
 
 
