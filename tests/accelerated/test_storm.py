@@ -311,3 +311,26 @@ def test_tiny_llama_with_a_closure_lowers_the_loss():
 
         losses.append(float(optimizer.step(closure).detach()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_an_8bit_previous_iterate_is_decoded_for_the_correction_gradient():
+    # x_prev held in 8 bits is one QuantizedState entry; the correction gradient is evaluated at its decoded
+    # value (within the 8-bit error of the previous parameters), not at the codes read as numbers
+    torch.manual_seed(0)
+    param = torch.randn(64, 128, requires_grad=True)
+    optimizer = MetaSTORM([param], state_storage="8bit")
+    seen = []
+    original = optimizer._previous_iterate
+    optimizer._previous_iterate = lambda p: seen.append(original(p).detach().clone()) or seen[-1]
+
+    def closure():
+        optimizer.zero_grad()
+        loss = param.square().sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    previous = param.detach().clone()
+    optimizer.step(closure)
+    assert len(seen) == 1
+    assert (seen[0] - previous).abs().max() <= 0.01 * previous.abs().max()

@@ -29,6 +29,8 @@ from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 import memopt
+from memopt.state.accounting import template_bytes
+from memopt.state.formats import QuantizedState
 
 STEPS, HALF = 20, 10
 VOCAB = 11
@@ -242,6 +244,7 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
         train(reference, optimizer, range(HALF, STEPS))
         expected = full_params(reference)
         result["state_bytes_one_process"] = memopt.state_bytes(optimizer)
+        result["template_bytes_one_process"] = template_bytes(optimizer)
     dist.barrier()
 
     model = shard(make_model(0))
@@ -252,6 +255,8 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
     train(model, optimizer, range(HALF, STEPS))
     fsdp_final = full_params(model)
     per_rank = memopt.state_bytes_per_rank(optimizer)
+    template_per_rank: list[Any] = [None] * world  # the template's prediction of each rank's part
+    dist.all_gather_object(template_per_rank, template_bytes(optimizer))
 
     ddp = DistributedDataParallel(make_model(0))
     ddp_optimizer = build(ddp, registry_name, hparams)
@@ -284,6 +289,7 @@ def check(rank: int, world: int, registry_name: str, hparams: dict[str, Any], fo
     result["to_two_state"] = exactly_equal(loaded_half, reference_half)
     result["to_two"] = relative_error(resumed_final, expected)
     result["state_bytes_per_rank"] = per_rank
+    result["template_bytes_per_rank"] = template_per_rank
     return result
 
 
@@ -379,11 +385,11 @@ def maxima_layouts(rank: int) -> dict[str, Any]:
     train(model, optimizer, range(2, STEPS))
     square_exact = torch.equal(full(model.square.detach()), reference.square.detach())
     names = {id(p): n for n, p in model.named_parameters()}
-    layouts = {
-        f"{names[id(p)]}:{key}": type(value.placements[0]).__name__
+    layouts = {  # an 8-bit state is one entry (codes, maxima, format); named as its checkpoint key
+        f"{names[id(p)]}:{key}_absmax": type(value.maxima.placements[0]).__name__
         for p, entry in optimizer.state.items()
         for key, value in entry.items()
-        if key.endswith("_absmax")
+        if isinstance(value, QuantizedState)
     }
     return {"layouts": layouts, "kernel_shapes": stepped, "square_exact": square_exact}
 

@@ -61,6 +61,9 @@ def test_each_rank_holds_part_of_the_state(measured, name):
     result = measured[name]
     whole, per_rank = result["state_bytes_one_process"], result["state_bytes_per_rank"]
     assert max(per_rank) <= whole
+    # the state template predicts every rank's part (sharded or replicated entries) without allocating
+    assert result["template_bytes_per_rank"] == per_rank
+    assert result["template_bytes_one_process"] == whole
     if name in sharded_runs.ELEMENTWISE:  # all but the step counters is cut in two
         assert max(per_rank) < 0.55 * whole
 

@@ -8,6 +8,7 @@ from tests.helpers import make_grads, make_params, run, save_and_reload
 
 import memopt
 from memopt.state import storage
+from memopt.state.formats import QuantizedState, flatten_state
 
 
 def _adamw_pair(shape, steps=100, lr=1e-3, seed=0):
@@ -27,7 +28,7 @@ def test_adamw8bit_tracks_float32_adamw():
     assert (eight - full).abs().mean() <= 0.05 * (full - start).abs().mean()
     state8 = opt8.state[opt8.param_groups[0]["params"][0]]
     state32 = opt32.state[opt32.param_groups[0]["params"][0]]
-    assert state8["exp_avg"].dtype == torch.uint8 and state8["exp_avg_sq"].dtype == torch.uint8
+    assert state8["exp_avg"].codes.dtype == torch.uint8 and state8["exp_avg_sq"].codes.dtype == torch.uint8
     for key in ("exp_avg", "exp_avg_sq"):
         dequantized = storage.load(state8, key, torch.float32)
         error = (dequantized - state32[key]).abs().mean() / state32[key].abs().mean()
@@ -41,8 +42,15 @@ def test_small_tensors_keep_float32_state_and_equal_adamw():
     assert opt8.state[opt8.param_groups[0]["params"][0]]["exp_avg"].dtype == torch.float32
     _, _, _, opt8, _ = _adamw_pair((4096,), steps=1)
     state = opt8.state[opt8.param_groups[0]["params"][0]]
-    assert state["exp_avg"].dtype == torch.uint8 and state["exp_avg_absmax"].shape == (16,)
-    assert state["exp_avg_qmap"] == "signed/256" and state["exp_avg_sq_qmap"] == "unsigned/256"
+    # one entry per logical state: codes, block maxima and the format together
+    assert isinstance(state["exp_avg"], QuantizedState) and "exp_avg_absmax" not in state
+    assert state["exp_avg"].codes.dtype == torch.uint8 and state["exp_avg"].maxima.shape == (16,)
+    assert state["exp_avg"].format.tag == "signed/256" and state["exp_avg_sq"].format.tag == "unsigned/256"
+    # and a checkpoint keeps the layout of every earlier version: codes, _absmax and _qmap
+    saved = opt8.state_dict()["state"][0]
+    assert set(saved) == {"step", *(f"{k}{s}" for k in ("exp_avg", "exp_avg_sq") for s in ("", "_absmax", "_qmap"))}
+    assert saved["exp_avg"] is state["exp_avg"].codes and saved["exp_avg_absmax"] is state["exp_avg"].maxima
+    assert saved["exp_avg_qmap"] == "signed/256" and saved["exp_avg_sq_qmap"] == "unsigned/256"
 
 
 def test_block_size_is_a_parameter():
@@ -50,7 +58,7 @@ def test_block_size_is_a_parameter():
     optimizer = memopt.AdamW8bit([param], quant_block_size=2048)
     param.grad = torch.randn(64, 128)
     optimizer.step()
-    assert optimizer.state[param]["exp_avg_absmax"].shape == (4,)
+    assert optimizer.state[param]["exp_avg"].maxima.shape == (4,)
 
 
 BIG = [(96, 64), (64, 80), (300,)]
@@ -81,8 +89,11 @@ def test_save_load_continue_is_bit_identical(name):
         [p for g in optimizer.param_groups for p in g["params"]],
         [p for g in new_optimizer.param_groups for p in g["params"]],
     ):
-        for key, value in optimizer.state[p_old].items():
-            loaded = new_optimizer.state[p_new][key]
+        assert [type(v) for v in optimizer.state[p_old].values()] == [
+            type(v) for v in new_optimizer.state[p_new].values()
+        ]  # 8-bit states are rebuilt as one entry each
+        for key, value in flatten_state(optimizer.state[p_old]).items():
+            loaded = flatten_state(new_optimizer.state[p_new])[key]
             if torch.is_tensor(value):
                 assert loaded.dtype == value.dtype and torch.equal(loaded, value), key  # no upcast on load
             else:
@@ -96,7 +107,7 @@ def test_subspace_momentum_is_quantized_and_sn_accumulators_are_not():
     params, grads = make_params([(96, 64)], torch.float32), make_grads([(96, 64)], 3, torch.float32)
     _, optimizer = run(lambda ps: memopt.AdamWSNSM8bit(ps, rank=64), params, grads)
     state = optimizer.state[optimizer.param_groups[0]["params"][0]]
-    assert state["sm_exp_avg"].dtype == torch.uint8  # 96 x 64 projected momentum
+    assert state["sm_exp_avg"].codes.dtype == torch.uint8  # 96 x 64 projected momentum
     assert state["subset_sq"].dtype == torch.float32 and state["sm_basis"].dtype == torch.float32
 
 

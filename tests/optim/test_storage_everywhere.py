@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import memopt
+from memopt.state.formats import flatten_state
 
 FACTORIES = {
     "adafactor": lambda ps, **kw: memopt.Adafactor(ps, beta1=0.9, **kw),
@@ -24,6 +25,8 @@ FACTORIES = {
     "storm_plus": lambda ps, **kw: memopt.STORMPlus(ps, lr=1e-3, **kw),
     "asgd": lambda ps, **kw: memopt.ASGD(ps, lr=0.01, **kw),
     "four_parameter_asgd": lambda ps, **kw: memopt.FourParameterASGD(ps, **kw),
+    # the line search reads v through its format once per step (QuasarAGD._v_dtype)
+    "quasar_agd": lambda ps, **kw: memopt.QuasarAGD(ps, lr=0.01, gamma=0.5, **kw),
 }
 STORAGES = {
     "8bit": {"state_storage": "8bit", "quant_block_size": 128},
@@ -79,8 +82,10 @@ def test_save_load_continue_is_bit_identical(name, storage, dtype):
     new_optimizer = make(resumed)
     new_optimizer.load_state_dict(torch.load(buffer, weights_only=True))
     for p_old, p_new in zip(_all_params(optimizer), _all_params(new_optimizer)):
-        for key, value in optimizer.state[p_old].items():
-            loaded = new_optimizer.state[p_new][key]
+        old_state, new_state = optimizer.state[p_old], new_optimizer.state[p_new]
+        assert [type(v) for v in old_state.values()] == [type(v) for v in new_state.values()]
+        for key, value in flatten_state(old_state).items():  # an 8-bit entry as codes, maxima and tag
+            loaded = flatten_state(new_state)[key]
             if torch.is_tensor(value):
                 assert loaded.dtype == value.dtype and torch.equal(loaded, value), key  # no upcast on load
             else:
@@ -109,6 +114,8 @@ EXPECTED_8BIT = {
     # step, v
     "asgd": 8 + _eight_bit(BIG, True) + 8 + 4 * SMALL,
     "four_parameter_asgd": 8 + _eight_bit(BIG, True) + 8 + 4 * SMALL,
+    # step, omega, v
+    "quasar_agd": 2 * 8 + _eight_bit(BIG, True) + 2 * 8 + 4 * SMALL,
 }
 
 
@@ -138,11 +145,14 @@ def test_bfloat16_states_are_bfloat16_and_track_float32(name):
     params, optimizer = runs["bfloat16_sr"]
     big = optimizer.state[params[0]]
     assert any(torch.is_tensor(v) and v.dtype == torch.bfloat16 for v in big.values())
+    # quasar_agd: its line search ends at a = 0 on this problem, so y = v and v's bfloat16 rounding (half an
+    # ulp is 0.008 at |v| ~ 3) goes into the parameters whole at every step (measured 0.026 after 5 steps)
+    atol = 4e-2 if name == "quasar_agd" else 2e-2
     for low, high in zip(params, runs["float32"][0]):
-        torch.testing.assert_close(low, high, rtol=0, atol=2e-2)
+        torch.testing.assert_close(low, high, rtol=0, atol=atol)
 
 
-@pytest.mark.parametrize("name", ["adafactor", "nag_gs", "meta_storm", "asgd"])
+@pytest.mark.parametrize("name", ["adafactor", "nag_gs", "meta_storm", "asgd", "quasar_agd"])
 def test_build_optimizer_accepts_the_storage_options(name):
     model = torch.nn.Linear(64, 80)
     optimizer = memopt.build_optimizer(model, name, state_storage="8bit", stochastic_rounding=False)

@@ -49,10 +49,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from memopt.accelerated.base import AcceleratedBase
+from memopt.accelerated.base import DEFAULT_BLOCK, DEFAULT_STORAGE, AcceleratedBase, storage_options
 from memopt.accelerated.closure import evaluate, gradients, missing_closure_error
+from memopt.optim.base import STORAGE_OPTIONS
 from memopt.optim.template import PARAM, StateSlot, raw
-from memopt.state import sharding
+from memopt.state import sharding, storage
+from memopt.state.rounding import rounding_generator, stochastic_round_to_bfloat16
 from memopt.validation import check_non_negative, check_positive, check_positive_int
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
@@ -142,6 +144,11 @@ class QuasarAGD(AcceleratedBase):
         eps: the target accuracy of the non-strong method; the line search tolerance is ``gamma eps / 2``.
         line_search: False skips the search and takes the guess (exactly Nesterov's AGD for gamma = 1).
         max_bisections: cap on bisection steps per line search.
+        state_storage: how ``v`` is held: ``"default"`` (the parameter's dtype), ``"float32"``, ``"bfloat16"``
+            or ``"8bit"``. The line search reads ``v`` once per step through its format and the step writes
+            it back once.
+        quant_block_size: elements per 8-bit block.
+        stochastic_rounding: round ``v`` (bfloat16 storage) and bfloat16 parameters stochastically.
 
     State per parameter: ``v``, ``omega`` (a float; identical for all), ``step``. ``self.last_search``
     records the last line search (alpha, evaluations, how it ended). ``step(closure)`` returns the loss at
@@ -160,9 +167,13 @@ class QuasarAGD(AcceleratedBase):
         eps: float = 0.0,
         line_search: bool = True,
         max_bisections: int = 60,
+        state_storage: str = DEFAULT_STORAGE,
+        quant_block_size: int = DEFAULT_BLOCK,
+        stochastic_rounding: bool = False,
     ) -> None:
         self.last_search: LineSearchResult | None = None
         defaults = dict(lr=lr, gamma=gamma, mu=mu, eps=eps, line_search=line_search, max_bisections=max_bisections)
+        defaults.update(storage_options(state_storage, quant_block_size, stochastic_rounding))
         super().__init__(params, defaults)
 
     def _validate_group(self, group: dict, group_index: int) -> None:
@@ -173,6 +184,11 @@ class QuasarAGD(AcceleratedBase):
                 "group; pass all parameters in one group."
             )
         super()._validate_group(group, group_index)
+
+    def _complete_group(self, group: dict) -> None:
+        # a checkpoint written before the storage options existed: this optimizer's own settings
+        for key in STORAGE_OPTIONS:
+            group.setdefault(key, self.defaults[key])
 
     def _check_hyperparameters(self, group: dict) -> None:
         check_positive("lr", group["lr"])
@@ -191,9 +207,21 @@ class QuasarAGD(AcceleratedBase):
             )
 
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
-        """``v`` starts as a copy of the parameter, in its dtype (the line search moves both together)."""
+        """``v`` starts as a copy of the parameter, by default in its dtype (the line search moves both
+        together); ``state_storage`` may hold it in another format."""
         v = StateSlot("elementwise", tuple(param.shape), init=PARAM, default="param")
         return {"step": raw(0), "omega": raw(1.0), "v": v}
+
+    @staticmethod
+    def _v_dtype(state: dict, piece: torch.Tensor, group: dict) -> torch.dtype:
+        """The dtype a step computes ``v`` in: the parameter's when ``v`` is stored in it and is not rounded
+        stochastically (then ``v`` is the stored tensor itself, updated in place, as before storage options
+        existed); else the compute dtype (float32 for 16-bit parameters), from which the store rounds or
+        quantizes."""
+        stored = state["v"]
+        if torch.is_tensor(stored) and stored.dtype == piece.dtype and not group["stochastic_rounding"]:
+            return piece.dtype
+        return storage.compute_dtype(piece)
 
     def _coefficients(self, group: dict, omega: float) -> dict[str, Any]:
         """beta, eta, c, b, guess, eps of this iteration (and the next omega)."""
@@ -237,7 +265,9 @@ class QuasarAGD(AcceleratedBase):
         specs = [sharding.spec_of(p) for p in params]
         pieces = [sharding.local(p) for p in params]
         xs = [p.detach().clone() for p in pieces]
-        vs = [sharding.local(self.state[p]["v"]) for p in params]
+        states = [sharding.local_state(p, self.state[p]) for p in params]
+        # v read once through its format (the stored tensor itself by default) and written back once below
+        vs = [storage.load(state, "v", self._v_dtype(state, x, group)) for state, x in zip(states, xs)]
         directions = [x - v for x, v in zip(xs, vs)]
 
         def total(parts: list[torch.Tensor]) -> float:  # a sum over the model, in the order of the parameters
@@ -248,7 +278,7 @@ class QuasarAGD(AcceleratedBase):
 
         def move_to(a: float) -> None:  # y = a x + (1 - a) v, exact at a = 0 and a = 1
             for p, x, v in zip(pieces, xs, vs):
-                p.copy_(torch.lerp(v, x, a))
+                p.copy_(torch.lerp(v, x.to(v.dtype), a))  # x.to: exact (v is in x's dtype or wider)
 
         def phi(a: float) -> tuple[float, float]:
             move_to(a)
@@ -278,15 +308,21 @@ class QuasarAGD(AcceleratedBase):
         self.last_search = search
         loss, grads = cache[alpha]
         move_to(alpha)  # the parameters hold y_k
-        for param, p, v, g in zip(params, pieces, vs, grads):
-            state = self.state[param]
-            y = p.detach().clone()
-            p.add_(g, alpha=-group["lr"])  # x_{k+1} = y - lr * grad f(y)
-            v.mul_(k["beta"]).add_(y, alpha=1 - k["beta"]).add_(g, alpha=-k["eta"])
-            if param.grad is not None:
-                sharding.local(param.grad).copy_(g)
+        for index, (param, p, v, g, state, spec) in enumerate(zip(params, pieces, vs, grads, states, specs)):
             state["omega"] = k["omega"]
             state["step"] += 1
+            rounding = None
+            if group["stochastic_rounding"]:
+                rounding = rounding_generator(p.device, index, state["step"], spec.start)
+            y = p.detach().clone()
+            v.mul_(k["beta"]).add_(y, alpha=1 - k["beta"]).add_(g, alpha=-k["eta"])
+            storage.store(state, "v", v, rounding=rounding)  # a no-op for the stored tensor itself
+            if rounding is not None and p.dtype == torch.bfloat16:  # x_{k+1} = y - lr * grad f(y)
+                stochastic_round_to_bfloat16(y.float().add_(g.float(), alpha=-group["lr"]), rounding, out=p)
+            else:
+                p.add_(g, alpha=-group["lr"])
+            if param.grad is not None:
+                sharding.local(param.grad).copy_(g)
         return loss
 
 
@@ -301,5 +337,17 @@ class NesterovAGD(QuasarAGD):
     evaluation (at ``y_k``) per step.
     """
 
-    def __init__(self, params: Params, lr: float = 0.1, mu: float = 0.0) -> None:
-        super().__init__(params, lr=lr, gamma=1.0, mu=mu, line_search=False)
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 0.1,
+        mu: float = 0.0,
+        *,
+        state_storage: str = DEFAULT_STORAGE,
+        quant_block_size: int = DEFAULT_BLOCK,
+        stochastic_rounding: bool = False,
+    ) -> None:
+        super().__init__(
+            params, lr=lr, gamma=1.0, mu=mu, line_search=False, state_storage=state_storage,
+            quant_block_size=quant_block_size, stochastic_rounding=stochastic_rounding,
+        )  # fmt: skip

@@ -120,7 +120,9 @@ class _RecursiveMomentum(AcceleratedBase):
     def _previous_iterate(self, param: torch.Tensor) -> torch.Tensor:
         """``x_prev`` as a tensor laid out like ``param`` (decoded when it is stored in another format)."""
         stored = self.state[param]["x_prev"]
-        value = storage.load(sharding.local_state(param, self.state[param]), "x_prev", stored.dtype)
+        # a tensor entry is read in its own dtype (the stored tensor itself); an 8-bit one is decoded
+        dtype = stored.dtype if torch.is_tensor(stored) else storage.compute_dtype(param)
+        value = storage.load(sharding.local_state(param, self.state[param]), "x_prev", dtype)
         if value is sharding.local(stored):
             return stored
         return sharding.spec_of(param).wrap(value.to(storage.compute_dtype(param)), param.shape, sharded=True)

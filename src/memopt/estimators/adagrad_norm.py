@@ -23,7 +23,8 @@ import torch
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
 from memopt.estimators.registry import register_estimator
 from memopt.estimators.second_moment import accumulate, check_accumulation, denominator
-from memopt.state import sharding, storage
+from memopt.state import sharding
+from memopt.state.template import StateSlot
 from memopt.validation import check_non_negative
 
 
@@ -37,21 +38,16 @@ class AdaGradNormSecondMoment(SecondMomentEstimator):
         check_accumulation(group)
         check_non_negative("initial_accumulator_value", group["initial_accumulator_value"])
 
-    def _new_accumulator(self, param: torch.Tensor, group: dict) -> torch.Tensor:
-        return storage.zeros_reduced(param, ()).fill_(group["initial_accumulator_value"])
+    @staticmethod
+    def _accumulator_slot(group: dict) -> StateSlot:
+        """A replicated scalar (float32, or the parameter's dtype if wider) from ``initial_accumulator_value``."""
+        return StateSlot("reduced", (), init=group["initial_accumulator_value"], sharded=False)
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        if not group["global_norm"]:
-            state["norm_sq"] = self._new_accumulator(param, group)
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        return {} if group["global_norm"] else {"norm_sq": self._accumulator_slot(group)}
 
-    def init_group_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        if group["global_norm"] and "global_norm_sq" not in state:
-            state["global_norm_sq"] = self._new_accumulator(param, group)
-
-    def state_shapes(self, param, state, group):
-        if group["global_norm"]:
-            return {"global_norm_sq": ()}
-        return {"norm_sq": ()}
+    def group_state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        return {"global_norm_sq": self._accumulator_slot(group)} if group["global_norm"] else {}
 
     def prepare_group(self, steps: list[ParamStep], group: dict) -> None:
         """Accumulate this step's squared norms (of each tensor, or their sum over the group)."""
@@ -60,9 +56,7 @@ class AdaGradNormSecondMoment(SecondMomentEstimator):
         beta2 = group["betas"][1]
         specs = [ps.shard for ps in steps]
         if group["global_norm"]:
-            shared = steps[0].group_state
-            self.init_group_state(group["params"][0], shared, group)
-            acc = shared["global_norm_sq"]
+            acc = steps[0].group_state["global_norm_sq"]  # created by the optimizer (group_state_template)
             norms = torch.stack([torch.linalg.vector_norm(ps.grad).to(acc.dtype) for ps in steps])
             accumulate(acc, sharding.reduce_partials(norms.square(), specs).sum(), beta2)
             return

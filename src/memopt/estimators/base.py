@@ -18,8 +18,9 @@ an estimator only writes a fast version where it pays.
 A sharded parameter (FSDP2) reaches the estimators as its local piece: ``ParamStep.param``, ``grad`` and
 the tensors of ``state`` are local, ``ParamStep.shard`` says where they sit in the whole tensor and
 combines partial results (:mod:`.sharding`), and every decision about the math is taken from the global
-shape ``ParamStep.shape``. ``init_state`` receives the parameter itself (a DTensor then) and creates
-state with :mod:`.storage` / :func:`.sharding.zeros`, saying which states are row-sharded.
+shape ``ParamStep.shape``. ``state_template`` receives the parameter itself (a DTensor then) and declares
+each state as a :class:`~memopt.state.template.StateSlot` (its kind, global shape, and whether it is
+row-sharded); the optimizer creates it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 from memopt.state import sharding, storage
 from memopt.state.rounding import stochastic_round_to_bfloat16
+from memopt.state.template import StateSlot
 
 
 @dataclass
@@ -101,17 +103,21 @@ class Estimator:
     def check_param(self, param: torch.Tensor, group: dict, name: str) -> None:
         """Raise ``ValueError`` if ``param`` cannot be handled with ``group``'s settings."""
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        """Create this estimator's state for ``param`` (called lazily, at its first step)."""
-
-    def init_group_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        """Create state shared by the whole group in ``state``, the state of its first parameter ``param``
-        (at the group's first step, or to prepare a state template for loading a checkpoint)."""
-
-    def state_shapes(self, param: torch.Tensor, state: dict, group: dict) -> dict[str, tuple[int, ...] | None]:
-        """Keys this estimator may keep in ``state``, with the tensor shape each must have (None: not a
-        tensor, or a shape not fixed by the parameter). Used to reject a mismatched checkpoint."""
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """The state this estimator keeps for ``param`` (the parameter itself: a DTensor when sharded), as
+        data: key -> :class:`~memopt.state.template.StateSlot`. The optimizer creates it at the first step,
+        by ``prepare_state`` and on the meta device to check a loaded checkpoint, and counts it without
+        allocating (:func:`memopt.state.accounting.template_bytes`)."""
         return {}
+
+    def group_state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """State shared by the whole group, kept in the state of its first parameter ``param`` (created at
+        the group's first step, or by ``prepare_state``)."""
+        return {}
+
+    def check_loaded_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+        """Raise ``ValueError`` if a loaded ``state`` (in the checkpoint layout) does not fit ``group``'s
+        settings in a way the template's keys and shapes cannot tell (e.g. a saved tensor index)."""
 
 
 class MomentumEstimator(Estimator):

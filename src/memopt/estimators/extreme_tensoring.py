@@ -79,7 +79,8 @@ import torch.nn.functional as F
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
 from memopt.estimators.registry import register_estimator
 from memopt.estimators.second_moment import check_accumulation, root_correction
-from memopt.state import sharding, storage
+from memopt.state import sharding
+from memopt.state.template import StateSlot, raw
 
 #: smallest mode that is split further (both factors are then at least 2)
 MIN_SPLIT = 4
@@ -274,13 +275,15 @@ class ExtremeTensoringSecondMoment(SecondMomentEstimator):
     def _index(param: torch.Tensor, group: dict) -> TensorIndex:
         return tensor_index(tuple(param.shape), group["et_order"])
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """The tensor index (raw, so that a checkpoint says how it was taken) and one replicated vector per mode."""
         index = self._index(param, group)
-        state["et_index"] = index.to_state()
+        template = {"et_index": raw(index.to_state())}
         for i, size in enumerate(index.flat_modes):
-            state[_key(i)] = storage.zeros_reduced(param, (size,))
+            template[_key(i)] = StateSlot("reduced", (size,), sharded=False)
+        return template
 
-    def state_shapes(self, param, state, group):
+    def check_loaded_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
         index = self._index(param, group)
         saved = state.get("et_index")
         if saved is not None and TensorIndex.from_state(saved) != index:
@@ -289,7 +292,6 @@ class ExtremeTensoringSecondMoment(SecondMomentEstimator):
                 f"{tuple(param.shape)} is {tuple(saved)}, but this group's et_order={group['et_order']!r} gives "
                 f"{index.to_state()}. Load the checkpoint into a group with the et_order it was saved with."
             )
-        return {"et_index": None, **{_key(i): (size,) for i, size in enumerate(index.flat_modes)}}
 
     @staticmethod
     def _saved_index(ps: ParamStep) -> TensorIndex:

@@ -18,18 +18,15 @@ import torch
 
 from memopt.estimators.base import MomentumEstimator, ParamStep
 from memopt.estimators.registry import register_estimator
-from memopt.state import storage
+from memopt.state.template import StateSlot, like_param
 
 
 @register_estimator("lion")
 class LionMomentum(MomentumEstimator):
     """``N_t = sign(beta1 m_{t-1} + (1 - beta1) g_t)``, then ``m_t = beta2 m_{t-1} + (1 - beta2) g_t``."""
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        storage.create(state, "exp_avg", param, group)
-
-    def state_shapes(self, param, state, group):
-        return {"exp_avg": tuple(param.shape)}
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        return {"exp_avg": like_param(param)}
 
     def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
         beta1, beta2 = group["betas"]

@@ -15,7 +15,7 @@ import torch
 
 from memopt.estimators.base import MomentumEstimator, ParamStep
 from memopt.estimators.registry import register_estimator
-from memopt.state import storage
+from memopt.state.template import StateSlot, like_param
 from memopt.validation import check_fraction, check_non_negative
 
 
@@ -40,12 +40,8 @@ class EMAMomentum(MomentumEstimator):
     ``beta1 = betas[0]``; with ``beta1 = 0`` the buffer is skipped and ``N_t = g_t``.
     """
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        if group["betas"][0] > 0:
-            storage.create(state, "exp_avg", param, group)
-
-    def state_shapes(self, param, state, group):
-        return {"exp_avg": tuple(param.shape)} if group["betas"][0] > 0 else {}
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        return {"exp_avg": like_param(param)} if group["betas"][0] > 0 else {}
 
     def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
         beta1 = group["betas"][0]
@@ -87,12 +83,8 @@ class HeavyBallMomentum(MomentumEstimator):
                 "momentum > 0 and dampening = 0."
             )
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        if group["momentum"] > 0:
-            storage.create(state, "momentum_buffer", param, group)
-
-    def state_shapes(self, param, state, group):
-        return {"momentum_buffer": tuple(param.shape)} if group["momentum"] > 0 else {}
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        return {"momentum_buffer": like_param(param)} if group["momentum"] > 0 else {}
 
     def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
         mu = group["momentum"]

@@ -17,7 +17,7 @@ import torch
 
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
 from memopt.estimators.registry import register_estimator
-from memopt.state import storage
+from memopt.state.template import StateSlot, like_param
 from memopt.validation import check_non_negative
 
 
@@ -70,16 +70,11 @@ class CoordinateSecondMoment(SecondMomentEstimator):
         if group["centered"] and group["betas"][1] == 1:
             raise ValueError("Invalid centered=True with betas[1] (beta2) = 1: centering needs an EMA (beta2 < 1).")
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        storage.create(state, "exp_avg_sq", param, group, non_negative=True, fill=group["initial_accumulator_value"])
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        template = {"exp_avg_sq": like_param(param, non_negative=True, init=group["initial_accumulator_value"])}
         if group["centered"]:
-            storage.create(state, "grad_avg", param, group)
-
-    def state_shapes(self, param, state, group):
-        shapes = {"exp_avg_sq": tuple(param.shape)}
-        if group["centered"]:
-            shapes["grad_avg"] = tuple(param.shape)
-        return shapes
+            template["grad_avg"] = like_param(param)
+        return template
 
     def update(self, ps: ParamStep, group: dict) -> None:
         beta2 = group["betas"][1]

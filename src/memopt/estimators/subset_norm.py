@@ -42,7 +42,8 @@ import torch
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
 from memopt.estimators.registry import register_estimator
 from memopt.estimators.second_moment import accumulate, check_accumulation, denominator
-from memopt.state import sharding, storage
+from memopt.state import sharding
+from memopt.state.template import StateSlot
 
 HEURISTICS = "heuristics"
 
@@ -123,14 +124,11 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
         """Whether every accumulator belongs to one dim-0 index (so it is row-sharded with the parameter)."""
         return group["subset_size"] == HEURISTICS and subset_partition(tuple(shape), HEURISTICS)[1] == 1
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """One accumulator per subset, ``(a, 1)`` or ``(1, b)``; row-sharded when each belongs to a row."""
         (a, b), reduce_dim = self._partition(param.shape, group)
         shape = (a, 1) if reduce_dim == 1 else (1, b)
-        state["subset_sq"] = storage.zeros_reduced(param, shape, sharded=self._row_aligned(param.shape, group))
-
-    def state_shapes(self, param, state, group):
-        (a, b), reduce_dim = self._partition(param.shape, group)
-        return {"subset_sq": (a, 1) if reduce_dim == 1 else (1, b)}
+        return {"subset_sq": StateSlot("reduced", shape, sharded=self._row_aligned(param.shape, group))}
 
     def _chunked(self, ps: ParamStep, group: dict) -> bool:
         """Contiguous subsets of a sharded parameter: a subset may continue on the next rank."""

@@ -37,7 +37,7 @@ from memopt.estimators import projectors
 from memopt.estimators.base import MomentumEstimator, ParamStep
 from memopt.estimators.momentum import ema_bias_correction
 from memopt.estimators.registry import register_estimator
-from memopt.state import sharding, storage
+from memopt.state.template import StateSlot, raw
 from memopt.validation import check_choice, check_positive_int
 
 PROJ_POLICIES = ("reset", "keep", "transform")
@@ -88,34 +88,28 @@ class SubspaceMomentum(MomentumEstimator):
                 stacklevel=4,
             )
 
-    def init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """The projected momentum (elementwise: any storage format) and the projector. The projector is
+        irregular: :func:`.projectors.build` replaces it whole from the first gradient and at every rebuild,
+        so it is declared as ``"fixed"`` tensors (the basis in the parameter's dtype, or int64 indices; never
+        quantized, replicated on shards) and its layout as a raw string, all present from the start so that
+        the state lists every entry a checkpoint holds."""
         shape = tuple(param.shape)
         rank = effective_rank(shape, group)
         layout = projectors.layout_for(shape, group["proj_type"])
         momentum_shape = projectors.projected_shape(shape, rank, layout)
         # the momentum's rows are the parameter's for right (m x r) and cols (m x r) layouts
-        storage.create(state, "sm_exp_avg", param, group, momentum_shape, sharded=layout in ("right", "cols"))
-        # the projector (replicated), built from the first gradient; created here so that the state lists
-        # every entry from the start (a template for loading a checkpoint)
-        state["sm_layout"] = layout
-        if group["proj_type"] in projectors.BASIS_TYPES:
-            state["sm_basis"] = sharding.zeros(param, (rank, min(shape)), param.dtype, sharded=False)
-        else:
-            state["sm_indices"] = sharding.zeros(param, (rank,), torch.int64, sharded=False)
-
-    def state_shapes(self, param, state, group):
-        shape = tuple(param.shape)
-        rank = effective_rank(shape, group)
-        layout = projectors.layout_for(shape, group["proj_type"])
-        shapes: dict[str, tuple[int, ...] | None] = {
-            "sm_exp_avg": projectors.projected_shape(shape, rank, layout),
-            "sm_layout": None,
+        template = {
+            "sm_exp_avg": StateSlot(
+                "elementwise", momentum_shape, sharded=layout in ("right", "cols"), default="param"
+            ),
+            "sm_layout": raw(layout),
         }
         if group["proj_type"] in projectors.BASIS_TYPES:
-            shapes["sm_basis"] = (rank, min(shape))
+            template["sm_basis"] = StateSlot("fixed", (rank, min(shape)), dtype="param", sharded=False)
         else:
-            shapes["sm_indices"] = (rank,)
-        return shapes
+            template["sm_indices"] = StateSlot("fixed", (rank,), dtype=torch.int64, sharded=False)
+        return template
 
     def _refresh(self, ps: ParamStep, group: dict, momentum: torch.Tensor) -> None:
         state = ps.state

@@ -83,7 +83,7 @@ def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
     moments = _moment_formats(state)
     if moments is None or not available():
         return False
-    return all(fmt.quantized_alone(state, key) for fmt, key in zip(moments, ("exp_avg", "exp_avg_sq")))
+    return all(fmt.quantized_alone(state[key]) for fmt, key in zip(moments, ("exp_avg", "exp_avg_sq")))
 
 
 def _ptr(tensor: torch.Tensor, kind):
@@ -107,10 +107,11 @@ def step(steps: list[ParamStep], group: dict) -> None:
         state = ps.state
         grad = ps.grad.contiguous()
         m_format, v_format = _moment_formats(state)
+        m, v = state["exp_avg"], state["exp_avg_sq"]  # QuantizedState entries
         failed = library.memopt_adamw8bit_step(
             _ptr(ps.param, _FLOAT_P), _ptr(grad, _FLOAT_P),
-            _ptr(sharding.local(state["exp_avg"]), _BYTE_P), _ptr(m_format.maxima(state, "exp_avg"), _FLOAT_P),
-            _ptr(sharding.local(state["exp_avg_sq"]), _BYTE_P), _ptr(v_format.maxima(state, "exp_avg_sq"), _FLOAT_P),
+            _ptr(sharding.local(m.codes), _BYTE_P), _ptr(m_format.maxima(m), _FLOAT_P),
+            _ptr(sharding.local(v.codes), _BYTE_P), _ptr(v_format.maxima(v), _FLOAT_P),
             ps.param.numel(), m_format.block_size,
             _ptr(signed_map, _FLOAT_P), _ptr(unsigned_map, _FLOAT_P),
             _ptr(signed_table, _BYTE_P), _ptr(signed_mid, _FLOAT_P),

@@ -30,9 +30,10 @@ import torch
 from torch.optim import Optimizer
 
 from memopt.estimators.base import ParamStep
-from memopt.optim.template import StateSlot, create_state
 from memopt.state import quantization, sharding, storage
+from memopt.state.formats import flatten_state, unflatten_state
 from memopt.state.rounding import rounding_generator
+from memopt.state.template import StateSlot, create_state
 from memopt.validation import check_bool, check_choice, check_positive_int
 
 #: group options of every optimizer whose state goes through :mod:`memopt.state.storage`, with defaults
@@ -63,8 +64,7 @@ class MemoptBase(Optimizer):
     template and exact state loading.
 
     Subclasses override :meth:`_complete_group` (fill defaults), :meth:`_validate_group` (raise
-    ``ValueError``) and :meth:`state_template` (or :meth:`_init_state` when their state is assembled from
-    parts, as the engine's estimators do).
+    ``ValueError``), :meth:`state_template` and, for state shared by a whole group, :meth:`group_state_template`.
     """
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -97,22 +97,38 @@ class MemoptBase(Optimizer):
         """What this optimizer keeps for ``param`` in ``group``: key -> :class:`StateSlot`."""
         raise NotImplementedError(f"{type(self).__name__} does not declare state_template()")
 
+    def group_state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """State shared by the whole ``group``, kept in the state of its first parameter ``param`` and created
+        at the group's first step (default: none)."""
+        return {}
+
     def _init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
         """Create ``param``'s state in ``state`` (at its first step, or as a template)."""
         state.update(create_state(param, group, self.state_template(param, group)))
 
+    def _init_group_state(self, group: dict) -> None:
+        """Create the entries of :meth:`group_state_template` that the group's first parameter lacks."""
+        if not group["params"]:
+            return
+        first = group["params"][0]
+        state = self.state[first]
+        missing = {k: slot for k, slot in self.group_state_template(first, group).items() if k not in state}
+        if missing:
+            state.update(create_state(first, group, missing))
+
     def _optional_state_shapes(self, param: torch.Tensor, state: dict, group: dict) -> dict[str, Any]:
-        """State keys created later than the first step (e.g. a projector), with their shapes (None: free)."""
+        """State keys that a loaded state may hold beyond the template, with their shapes (None: free)."""
         return {}
 
     def prepare_state(self) -> None:
-        """Create every parameter's state (zero tensors, step counters at 0) without stepping, so that
-        ``state_dict()`` lists every entry a checkpoint of this optimizer holds: the template that
-        ``torch.distributed.checkpoint.load`` fills in place. Parameters that already have state keep it."""
+        """Create every parameter's state (zero tensors, step counters at 0) and every group's shared state
+        without stepping, so that ``state_dict()`` lists every entry a checkpoint of this optimizer holds: the
+        template that ``torch.distributed.checkpoint.load`` fills in place. State that exists is kept."""
         for group in self.param_groups:
             for param in group["params"]:
                 if "step" not in self.state[param]:
                     self._init_state(param, self.state[param], group)
+            self._init_group_state(group)
 
     def _load_hint(self) -> str:
         return (
@@ -123,10 +139,16 @@ class MemoptBase(Optimizer):
     def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
         """Raise ``ValueError`` if ``state`` could not have been created by this optimizer for ``param``:
         its keys, tensor shapes and layouts are compared with a meta-device copy of the fresh state."""
-        fresh: dict = {}
-        self._init_state(param.detach().to("meta"), fresh, group)
+        meta = param.detach().to("meta")
+        entries: dict = {}
+        self._init_state(meta, entries, group)
+        fresh = flatten_state(entries)
+        optional = dict(self._optional_state_shapes(param, state, group))
+        if group["params"] and param is group["params"][0]:  # the group's shared state: there once it stepped
+            shared = flatten_state(create_state(meta, group, self.group_state_template(meta, group)))
+            optional.update({k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in shared.items()})
         expected: dict[str, Any] = {k: tuple(v.shape) if torch.is_tensor(v) else None for k, v in fresh.items()}
-        expected.update(self._optional_state_shapes(param, state, group))
+        expected.update(optional)
         hint = self._load_hint()
         unknown = sorted(set(state) - set(expected))
         if unknown:
@@ -161,7 +183,8 @@ class MemoptBase(Optimizer):
         ``torch.optim.Optimizer.load_state_dict`` casts floating state to the parameter's dtype (and would
         turn int64 projector indices or float32 accumulators of bfloat16 parameters into something else);
         here the groups are loaded by torch and the per-parameter state by memopt, moved to the
-        parameter's device only, and checked against the state this optimizer would create.
+        parameter's device only, checked (in the checkpoint layout) against the state this optimizer would
+        create, and turned back into one entry per logical state (:func:`~memopt.state.formats.unflatten_state`).
         """
         saved_state = state_dict["state"]
         super().load_state_dict({**state_dict, "state": {}})
@@ -180,8 +203,17 @@ class MemoptBase(Optimizer):
             param, group, name = params_by_id[pid]
             state = {k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()}
             self._check_loaded_state(param, state, group, name)
-            new_state[param] = state
+            new_state[param] = unflatten_state(state)
         self.state = new_state
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state dict, each state entry in its checkpoint layout
+        (:func:`~memopt.state.formats.flatten_state`: an 8-bit state as its codes, ``<key>_absmax`` and
+        ``<key>_qmap``), so that ``torch.load(weights_only=True)`` and ``torch.distributed.checkpoint`` see
+        plain tensors, numbers and strings. The tensors are the state's own (DCP loads into them in place)."""
+        state_dict = super().state_dict()
+        state_dict["state"] = {pid: flatten_state(state) for pid, state in state_dict["state"].items()}
+        return state_dict
 
     # ------------------------------------------------------------------------ the per-parameter contract
     def _params_with_grad(self, group: dict, group_index: int) -> list[tuple[int, torch.Tensor, str]]:

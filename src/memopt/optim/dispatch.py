@@ -35,6 +35,7 @@ import torch
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
 from memopt.kernels import adamw8bit
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
+from memopt.state.formats import QuantizedState
 
 GroupTest = Callable[[dict, MomentumEstimator, SecondMomentEstimator], bool]
 ParamTest = Callable[[torch.Tensor, torch.Tensor, dict], bool]
@@ -83,6 +84,7 @@ def state_in_param_dtype(piece: torch.Tensor, grad: torch.Tensor, state: dict) -
     return (
         piece.dtype in _FAST_DTYPES
         and piece.is_contiguous()
+        and not any(isinstance(v, QuantizedState) for v in state.values())
         and all(v.dtype in (piece.dtype, torch.int64) for v in state.values() if torch.is_tensor(v))
     )
 

@@ -39,6 +39,7 @@ from memopt.estimators.registry import MOMENTUM, SECOND_MOMENT
 from memopt.optim import dispatch
 from memopt.optim.base import STORAGE_OPTIONS, MemoptBase, param_name
 from memopt.state import sharding, storage
+from memopt.state.template import StateSlot, like_param, raw
 from memopt.validation import check_betas, check_choice, check_non_negative
 
 #: hyperparameters every group has, with their defaults
@@ -106,28 +107,22 @@ class MemoptOptimizer(MemoptBase):
             second.check_param(param, group, name)
 
     # ------------------------------------------------------------------------------------------- state
-    def _init_state(self, param: torch.Tensor, state: dict, group: dict) -> None:
-        """The engine's state is assembled from its estimators' (each creates its own entries)."""
+    def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """The step counter, the estimators' slots (momentum first) and RMSProp's ``update_buffer``."""
         momentum, second = resolve_estimators(group)
-        state["step"] = 0
-        momentum.init_state(param, state, group)
-        second.init_state(param, state, group)
+        template = {"step": raw(0), **momentum.state_template(param, group), **second.state_template(param, group)}
         if group["update_momentum"] > 0:
-            storage.create(state, "update_buffer", param, group)
+            template["update_buffer"] = like_param(param)
+        return template
 
-    def prepare_state(self) -> None:
-        """Create every parameter's state as its first step would, without stepping (``step`` 0, zero
-        tensors), e.g. as the template that ``torch.distributed.checkpoint.load`` fills in place."""
-        super().prepare_state()
-        for group in self.param_groups:
-            if group["params"]:
-                first = group["params"][0]
-                resolve_estimators(group)[1].init_group_state(first, self.state[first], group)
+    def group_state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+        """State the second-moment estimator shares over the group (AdaGrad-Norm's ``global_norm_sq``)."""
+        return resolve_estimators(group)[1].group_state_template(param, group)
 
-    def _optional_state_shapes(self, param: torch.Tensor, state: dict, group: dict) -> dict[str, Any]:
-        """Entries the estimators create after the first step (projectors, group statistics)."""
-        momentum, second = resolve_estimators(group)
-        return {**momentum.state_shapes(param, state, group), **second.state_shapes(param, state, group)}
+    def _check_loaded_state(self, param: torch.Tensor, state: dict, group: dict, name: str) -> None:
+        for estimator in resolve_estimators(group):
+            estimator.check_loaded_state(param, state, group)
+        super()._check_loaded_state(param, state, group, name)
 
     def _load_hint(self) -> str:
         return (
@@ -169,6 +164,7 @@ class MemoptOptimizer(MemoptBase):
         if not fast_steps and not reference:
             return
         self._process_gradients(fast_steps, group, foreach=True)
+        self._init_group_state(group)  # at the group's first step
         # The reference path builds each parameter's compute-dtype copies (of a 16-bit parameter and its
         # gradient) just before its update, so that the step's temporaries are one parameter's, not the
         # group's; unless the second-moment estimator needs every gradient before the first update.
@@ -220,7 +216,7 @@ class MemoptOptimizer(MemoptBase):
         update = second.precondition(numerator, ps, group)
         mu = group["update_momentum"]
         if mu > 0:
-            if "update_buffer" not in ps.state:
+            if "update_buffer" not in ps.state:  # update_momentum switched on after the state was created
                 storage.create(ps.state, "update_buffer", ps.param, group)
             buffer = ps.load("update_buffer", update.dtype)
             buffer.mul_(mu).add_(update)

@@ -2,7 +2,9 @@
 
 What is counted, for every entry of ``optimizer.state``: each tensor's ``numel * element_size`` (a storage
 shared by several state entries is counted once), 8 bytes for a Python int or float (a ``step``
-counter), 1 for a bool and the UTF-8 length of a string (a projector's layout). A tensor subclass that
+counter), 1 for a bool and the UTF-8 length of a string (a projector's layout); an 8-bit
+:class:`~memopt.state.formats.QuantizedState` as what a checkpoint holds of it (codes, block maxima and the
+format tag string). A tensor subclass that
 wraps other tensors (a DTensor, torchao's 8-bit states) counts the tensors it wraps: for a DTensor, this
 rank's shard; :func:`state_bytes_per_rank` gathers the count of every rank of a distributed run.
 Tensors without memory (meta, or the memory planner's fake tensors) are counted by shape and dtype, a
@@ -19,8 +21,14 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
+from memopt.state import sharding
+from memopt.state.formats import QuantizedState
+from memopt.state.template import StateSlot, is_sharded, slot_format
+
 
 def _value_bytes(value: Any, seen: set[tuple]) -> int:
+    if isinstance(value, QuantizedState):  # one 8-bit state: codes, maxima and the format tag, as a checkpoint
+        return _value_bytes(value.format.flatten("", value), seen)
     if isinstance(value, DTensor):  # this rank's shard (its flatten protocol also lists the device mesh)
         return _value_bytes(value.to_local(), seen)
     if torch.is_tensor(value) and type(value) is not torch.Tensor and hasattr(value, "__tensor_flatten__"):
@@ -57,6 +65,30 @@ def state_bytes(optimizer: Optimizer) -> int:
     """The exact number of bytes held by ``optimizer``'s state (see the module docstring)."""
     seen: set[tuple] = set()
     return sum(_value_bytes(state, seen) for state in optimizer.state.values())
+
+
+def slot_bytes(slot: StateSlot, param: torch.Tensor, group: dict) -> int:
+    """Bytes the slot holds for ``param`` in ``group`` once created (this rank's part of a sharded one), counted
+    as :func:`state_bytes` counts it, from its format's ``nbytes``: nothing is allocated."""
+    if slot.kind == "raw":
+        return _value_bytes(slot.init, set())
+    fmt = slot_format(slot, param, group)
+    return fmt.nbytes(tuple(slot.shape), sharding.spec_of(param), is_sharded(slot, param))
+
+
+def template_bytes(optimizer: Optimizer) -> int:
+    """What :func:`state_bytes` will count once every parameter of ``optimizer`` (a memopt optimizer) has its
+    state: the slots of ``state_template`` of each parameter, and of ``group_state_template`` of each group's
+    first one, from the formats' ``nbytes``, before any state exists and without allocating. After a step
+    of every parameter the two are equal (a test holds every registry optimizer and storage option to it)."""
+    total = 0
+    for group in optimizer.param_groups:
+        for position, param in enumerate(group["params"]):
+            template = dict(optimizer.state_template(param, group))
+            if position == 0:
+                template.update(optimizer.group_state_template(param, group))
+            total += sum(slot_bytes(slot, param, group) for slot in template.values())
+    return total
 
 
 def state_bytes_per_rank(optimizer: Optimizer, group: dist.ProcessGroup | None = None) -> list[int]:

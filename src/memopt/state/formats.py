@@ -1,34 +1,39 @@
 """State formats as objects: how one logical state tensor is held, and the only code that knows it.
 
-A *format* turns a logical state (a tensor the math reads and writes in its compute dtype) into what
-``optimizer.state[p]`` holds, and back. Every format has the same five operations:
+A *format* turns a logical state (a tensor the math reads and writes in its compute dtype) into the one
+entry that ``optimizer.state[p][key]`` holds, and back. Every format has the same operations:
 
-* :meth:`StateFormat.create` makes the stored entries of a new state (zeros, a constant, or a copy);
-* :meth:`StateFormat.load` returns the local piece as a tensor of a requested dtype;
-* :meth:`StateFormat.store` writes a computed value back (rounding, quantizing);
-* :meth:`StateFormat.nbytes` is what a state of a given shape costs, everything counted;
-* :meth:`StateFormat.entries` is the layout: the ``state`` keys the format keeps for a logical state.
+* :meth:`StateFormat.create` makes the entry of a new state (zeros, a constant, or a copy);
+* :meth:`StateFormat.load` returns the entry's local piece as a tensor of a requested dtype;
+* :meth:`StateFormat.store` writes a computed value back into the entry (rounding, quantizing);
+* :meth:`StateFormat.nbytes` is what a state of a given shape costs, everything counted, without
+  allocating it (on a sharded parameter: this rank's part);
+* :meth:`StateFormat.flatten` / :meth:`StateFormat.entries` are its checkpoint layout: the ``state_dict``
+  keys the entry is written as.
 
 The formats:
 
-* :class:`Plain` (a dtype): the tensor itself, as ``torch.optim`` keeps it;
+* :class:`Plain` (a dtype): the entry is the tensor itself, as ``torch.optim`` keeps it;
 * :class:`BFloat16`: a bfloat16 tensor whose stores round stochastically when the step hands them a
   generator (``stochastic_rounding=True``), so that updates smaller than half an ulp survive in expectation;
-* :class:`Blockwise8bit` (signed or unsigned map, block size): uint8 codes under ``key``, float32 block
-  maxima under ``key + "_absmax"`` and the map and block size as a string under ``key + "_qmap"`` (e.g.
+* :class:`Blockwise8bit` (signed or unsigned map, block size): the entry is a :class:`QuantizedState`
+  (uint8 codes, float32 block maxima, the format). In a checkpoint it is written as the codes under ``key``,
+  the maxima under ``key + "_absmax"`` and the map and block size as a string under ``key + "_qmap"`` (e.g.
   ``"signed/256"``), the layout of every memopt checkpoint so far, so that a checkpoint describes itself.
   On FSDP2 shards the maxima are either sharded with the codes (owned) or replicated and combined by MAX
   (see :mod:`memopt.state.storage` for when each applies).
 
-:func:`format_of` recognises the format of a stored state (a loaded checkpoint included) from its entries;
-no other module parses key names or format strings.
+:func:`format_of` recognises the format of an entry; :func:`flatten_state` writes a parameter's state in
+the checkpoint layout and :func:`unflatten_state` rebuilds the entries from it (a checkpoint of any earlier
+version included). No other module parses key names or format strings.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -40,40 +45,49 @@ class StateFormat:
     """How one logical state is stored; see the module docstring."""
 
     def entries(self, key: str) -> tuple[str, ...]:
-        """The ``state`` keys this format keeps for the logical state ``key`` (``key`` first)."""
+        """The ``state_dict`` keys this format writes for the logical state ``key`` (``key`` first)."""
         return (key,)
 
     def create(
         self,
-        state: MutableMapping,
-        key: str,
         param: torch.Tensor,
         shape: tuple[int, ...],
         *,
         sharded: bool,
         fill: float | torch.Tensor = 0.0,
-    ) -> None:
-        """Create ``state[key]`` (and its companion entries) of global ``shape`` for ``param``, holding
-        ``fill`` (a number, or a tensor of the local piece's shape)."""
+    ) -> Any:
+        """The entry of a new state of global ``shape`` for ``param``, holding ``fill`` (a number, or a tensor
+        of the local piece's shape)."""
         raise NotImplementedError
 
-    def load(self, state: MutableMapping, key: str, dtype: torch.dtype) -> torch.Tensor:
-        """The local piece of ``key`` as a ``dtype`` tensor (the stored tensor itself if no conversion is needed)."""
-        stored = sharding.local(state[key])
+    def load(self, entry: Any, dtype: torch.dtype) -> torch.Tensor:
+        """The local piece of ``entry`` as a ``dtype`` tensor (the stored tensor itself if no conversion is
+        needed)."""
+        stored = sharding.local(entry)
         return stored if stored.dtype == dtype else stored.to(dtype)
 
-    def store(
-        self, state: MutableMapping, key: str, value: torch.Tensor, rounding: torch.Generator | None = None
-    ) -> None:
-        """Write ``value`` (the local piece, any float dtype) back into ``key``; a no-op for the tensor
+    def store(self, entry: Any, value: torch.Tensor, rounding: torch.Generator | None = None) -> None:
+        """Write ``value`` (the local piece, any float dtype) back into ``entry``; a no-op for the tensor
         :meth:`load` returned."""
-        stored = sharding.local(state[key])
+        stored = sharding.local(entry)
         if value is not stored:
             stored.copy_(value)
 
-    def nbytes(self, shape: tuple[int, ...]) -> int:
-        """Bytes a state of global ``shape`` holds in this format (all entries)."""
+    def nbytes(self, shape: tuple[int, ...], spec: sharding.ShardSpec | None = None, sharded: bool = False) -> int:
+        """Bytes a state of global ``shape`` holds in this format (all of it), computed without allocating;
+        with ``spec`` (the parameter's) and ``sharded`` (dim 0 cut like the parameter's), this rank's part."""
         raise NotImplementedError
+
+    def flatten(self, key: str, entry: Any) -> dict[str, Any]:
+        """``entry`` in the checkpoint layout: :meth:`entries` -> value (the entry's own tensors, no copies)."""
+        return {key: entry}
+
+
+def _piece_numel(shape: tuple[int, ...], spec: sharding.ShardSpec | None, sharded: bool) -> int:
+    """Elements this rank holds of a state of global ``shape`` (all of them unless sharded under ``spec``)."""
+    if spec is None or not sharded:
+        return math.prod(shape)
+    return math.prod(spec.local_shape(shape))
 
 
 @dataclass(frozen=True)
@@ -82,17 +96,16 @@ class Plain(StateFormat):
 
     dtype: torch.dtype
 
-    def create(self, state, key, param, shape, *, sharded, fill=0.0):
+    def create(self, param, shape, *, sharded, fill=0.0):
         if torch.is_tensor(fill):
             value = sharding.zeros(param, shape, self.dtype, sharded=sharded)
             if param.device.type != "meta":
                 sharding.local(value).copy_(fill)
-            state[key] = value
-            return
-        state[key] = sharding.zeros(param, shape, self.dtype, sharded=sharded, fill=fill)
+            return value
+        return sharding.zeros(param, shape, self.dtype, sharded=sharded, fill=fill)
 
-    def nbytes(self, shape):
-        return math.prod(shape) * torch.empty((), dtype=self.dtype).element_size()
+    def nbytes(self, shape, spec=None, sharded=False):
+        return _piece_numel(shape, spec, sharded) * torch.empty((), dtype=self.dtype).element_size()
 
 
 @dataclass(frozen=True)
@@ -101,17 +114,46 @@ class BFloat16(Plain):
 
     dtype: torch.dtype = torch.bfloat16
 
-    def store(self, state, key, value, rounding=None):
-        stored = sharding.local(state[key])
+    def store(self, entry, value, rounding=None):
+        stored = sharding.local(entry)
         if rounding is not None and value.dtype != torch.bfloat16:
             stochastic_round_to_bfloat16(value, rounding, out=stored)
         elif value is not stored:
             stored.copy_(value)
 
 
+@dataclass(eq=False)
+class QuantizedState:
+    """One block-wise 8-bit state: a single entry of ``optimizer.state[p]``.
+
+    Attributes:
+        codes: uint8 codes of the state's global shape (a DTensor cut like the parameter when it is one).
+        maxima: float32 block maxima (a DTensor, row-sharded or replicated, on a sharded parameter).
+        format: the :class:`Blockwise8bit` format (map and block size) the codes are in.
+
+    ``optimizer.state_dict()`` writes it as three entries (:meth:`Blockwise8bit.flatten`), and
+    ``load_state_dict`` rebuilds it (:func:`unflatten_state`). The math reads and writes it through
+    ``ParamStep.load`` / ``ParamStep.store``.
+    """
+
+    codes: torch.Tensor
+    maxima: torch.Tensor
+    format: Blockwise8bit
+
+    @property
+    def shape(self) -> torch.Size:
+        """The state's global shape (the codes')."""
+        return self.codes.shape
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tensors it holds (codes, maxima), e.g. for memory accounting."""
+        return self.codes, self.maxima
+
+
 @dataclass(frozen=True)
 class Blockwise8bit(StateFormat):
-    """Block-wise dynamic 8-bit quantization (:mod:`.quantization`), signed or unsigned map."""
+    """Block-wise dynamic 8-bit quantization (:mod:`.quantization`), signed or unsigned map; its entries are
+    :class:`QuantizedState` objects."""
 
     signed: bool
     block_size: int = quantization.DEFAULT_BLOCK_SIZE
@@ -124,7 +166,7 @@ class Blockwise8bit(StateFormat):
 
     @property
     def tag(self) -> str:
-        """The self-description stored under ``key + "_qmap"`` (e.g. ``"signed/256"``)."""
+        """The self-description written under ``key + "_qmap"`` (e.g. ``"signed/256"``)."""
         return f"{'signed' if self.signed else 'unsigned'}/{self.block_size}"
 
     @classmethod
@@ -132,55 +174,61 @@ class Blockwise8bit(StateFormat):
         kind, block = tag.split("/")
         return cls(kind == "signed", int(block))
 
-    def create(self, state, key, param, shape, *, sharded, fill=0.0):
+    def create(self, param, shape, *, sharded, fill=0.0):
         numel = math.prod(shape)
         zero_code = int(torch.searchsorted(quantization.dynamic_map(self.signed), 0.0))
-        state[key] = sharding.zeros(param, shape, torch.uint8, sharded=sharded, fill=zero_code)
-        own = sharded and blocks_follow_shards(shape, self.block_size, sharding.spec_of(param).group_size)
-        state[key + self.MAXIMA] = sharding.zeros(
-            param, (quantization.num_blocks(numel, self.block_size),), torch.float32, sharded=own
-        )
-        state[key + self.MAP] = self.tag
+        codes = sharding.zeros(param, shape, torch.uint8, sharded=sharded, fill=zero_code)
+        blocks = (quantization.num_blocks(numel, self.block_size),)
+        maxima = sharding.zeros(param, blocks, torch.float32, sharded=self._owned(shape, param, sharded))
+        entry = QuantizedState(codes, maxima, self)
         if param.device.type == "meta" or (not torch.is_tensor(fill) and fill == 0):
-            return
-        piece = sharding.local(state[key]).shape
+            return entry
+        piece = sharding.local(codes).shape
         value = fill if torch.is_tensor(fill) else torch.full(piece, fill, dtype=torch.float32, device=param.device)
-        self.store(state, key, value.to(torch.float32))
+        self.store(entry, value.to(torch.float32))
+        return entry
 
-    def maxima(self, state: MutableMapping, key: str) -> torch.Tensor:
-        """The local block maxima of ``key`` (the fused kernel reads them in place)."""
-        return sharding.local(state[key + self.MAXIMA])
+    def _owned(self, shape: tuple[int, ...], param: torch.Tensor, sharded: bool) -> bool:
+        """Whether the maxima are cut with the codes (each rank's piece is whole blocks)."""
+        return sharded and blocks_follow_shards(shape, self.block_size, sharding.spec_of(param).group_size)
 
-    def quantized_alone(self, state: MutableMapping, key: str) -> bool:
+    def flatten(self, key, entry):
+        return {key: entry.codes, key + self.MAXIMA: entry.maxima, key + self.MAP: self.tag}
+
+    def maxima(self, entry: QuantizedState) -> torch.Tensor:
+        """The local block maxima of ``entry`` (the fused kernel reads them in place)."""
+        return sharding.local(entry.maxima)
+
+    def quantized_alone(self, entry: QuantizedState) -> bool:
         """Whether the local codes are quantized on their own: the whole tensor, or a piece of whole blocks
         that holds its own maxima (:func:`blocks_follow_shards`)."""
-        return not sharding.state_spec(state, key).sharded or sharding.state_spec(state, key + self.MAXIMA).sharded
+        return not sharding.spec_of(entry.codes).sharded or sharding.spec_of(entry.maxima).sharded
 
-    def _local_maxima(self, state, key, codes) -> tuple[torch.Tensor, int]:
+    def _local_maxima(self, entry: QuantizedState, codes: torch.Tensor) -> tuple[torch.Tensor, int]:
         """The stored maxima of the blocks the local codes overlap, and the codes' flat position."""
-        absmax = self.maxima(state, key)
-        if self.quantized_alone(state, key):
+        absmax = self.maxima(entry)
+        if self.quantized_alone(entry):
             return absmax, 0
-        start = sharding.state_spec(state, key).flat_start
+        start = sharding.spec_of(entry.codes).flat_start
         return absmax[sharding.blocks_overlapped(start, codes.numel(), self.block_size)], start
 
-    def load(self, state, key, dtype):
-        codes = sharding.local(state[key])
-        absmax, start = self._local_maxima(state, key, codes)
+    def load(self, entry, dtype):
+        codes = sharding.local(entry.codes)
+        absmax, start = self._local_maxima(entry, codes)
         values = quantization.dequantize_blockwise(
             codes, absmax, signed=self.signed, block_size=self.block_size, start=start
         )
         return values.to(dtype)
 
-    def store(self, state, key, value, rounding=None):
-        codes = sharding.local(state[key])
-        full_absmax = self.maxima(state, key)
+    def store(self, entry, value, rounding=None):
+        codes = sharding.local(entry.codes)
+        full_absmax = self.maxima(entry)
         block = self.block_size
-        if self.quantized_alone(state, key):
+        if self.quantized_alone(entry):
             _, absmax = quantization.quantize_blockwise(value, signed=self.signed, block_size=block, out=codes)
             full_absmax.copy_(absmax)
             return
-        spec = sharding.state_spec(state, key)
+        spec = sharding.spec_of(entry.codes)
         start = spec.flat_start
         window = sharding.blocks_overlapped(start, value.numel(), block)
         full_absmax.zero_()[window] = quantization.block_maxima(value, block_size=block, start=start)
@@ -189,9 +237,11 @@ class Blockwise8bit(StateFormat):
             value, signed=self.signed, block_size=block, out=codes, start=start, absmax=full_absmax[window]
         )
 
-    def nbytes(self, shape):
+    def nbytes(self, shape, spec=None, sharded=False):
         numel = math.prod(shape)
-        return numel + 4 * quantization.num_blocks(numel, self.block_size) + len(self.tag.encode())
+        blocks = quantization.num_blocks(numel, self.block_size)
+        own = spec is not None and sharded and blocks_follow_shards(shape, self.block_size, spec.group_size)
+        return _piece_numel(shape, spec, sharded) + 4 * _piece_numel((blocks,), spec, own) + len(self.tag.encode())
 
 
 def blocks_follow_shards(shape: tuple[int, ...], block: int, ranks: int) -> bool:
@@ -208,10 +258,44 @@ def blocks_follow_shards(shape: tuple[int, ...], block: int, ranks: int) -> bool
     return all(min(r * rows_per, rows) * row_numel == min(r * blocks_per, blocks) * block for r in range(ranks))
 
 
-def format_of(state: MutableMapping, key: str) -> StateFormat:
-    """The format of the stored state ``key``, recognised from its entries (a loaded checkpoint's too)."""
-    tag = state.get(key + Blockwise8bit.MAP)
-    if isinstance(tag, str):
-        return Blockwise8bit.from_tag(tag)
-    dtype = state[key].dtype
+def format_of(state: Mapping, key: str) -> StateFormat:
+    """The format of the entry ``state[key]``."""
+    entry = state[key]
+    if isinstance(entry, QuantizedState):
+        return entry.format
+    dtype = entry.dtype
     return BFloat16() if dtype == torch.bfloat16 else Plain(dtype)
+
+
+def flatten_state(state: Mapping) -> dict[str, Any]:
+    """A parameter's state in the checkpoint layout: every entry as its format's flat keys (an 8-bit state
+    as codes, ``_absmax`` and ``_qmap``), everything else as it is; the tensors themselves, not copies."""
+    flat: dict[str, Any] = {}
+    for key, value in state.items():
+        if isinstance(value, QuantizedState):
+            flat.update(value.format.flatten(key, value))
+        else:
+            flat[key] = value
+    return flat
+
+
+def unflatten_state(flat: Mapping) -> dict[str, Any]:
+    """The entries of a state in the checkpoint layout (:func:`flatten_state`'s inverse): the codes of an
+    8-bit state, recognised by the tag under ``key + "_qmap"``, become one :class:`QuantizedState` with its
+    maxima. Key order is kept."""
+    state: MutableMapping[str, Any] = {}
+    companions: set[str] = set()
+    for key, value in flat.items():
+        if key in companions:
+            continue
+        tag = flat.get(key + Blockwise8bit.MAP)
+        maxima = flat.get(key + Blockwise8bit.MAXIMA)
+        if isinstance(tag, str) and torch.is_tensor(value) and torch.is_tensor(maxima):
+            fmt = Blockwise8bit.from_tag(tag)
+            state[key] = QuantizedState(value, maxima, fmt)
+            companions.update(fmt.entries(key)[1:])
+        else:
+            state[key] = value
+    for key in companions:
+        state.pop(key, None)  # a companion listed before its codes
+    return dict(state)

@@ -1,7 +1,8 @@
 """How optimizer state tensors are stored, kept apart from the math that uses them.
 
-Every estimator creates its state with :func:`create` (or :func:`zeros_reduced`), reads it through
-:func:`load` (a tensor in the compute dtype) and writes it back through :func:`store`. The math never sees
+An optimizer declares its state as a template (:mod:`.template`) whose slots are created in a format
+chosen here (:func:`choose_format`, :func:`reduced_dtype`); the math reads a state through :func:`load` (a
+tensor in the compute dtype) and writes it back through :func:`store`. The math never sees
 how a state is held; the group option ``state_storage`` chooses it for *elementwise* states (momentum,
 Adam's second moment, Subspace-Momentum's projected momentum):
 
@@ -13,9 +14,10 @@ Adam's second moment, Subspace-Momentum's projected momentum):
   map. States with fewer than ``MIN_QUANTIZED_NUMEL`` elements stay float32.
 
 Each choice names a *format* object (:mod:`.formats`: :class:`~.formats.Plain`, :class:`~.formats.BFloat16`,
-:class:`~.formats.Blockwise8bit`) that owns how the state is laid out in ``optimizer.state[p]``;
+:class:`~.formats.Blockwise8bit`) that owns what the one entry ``optimizer.state[p][key]`` holds (a tensor,
+or a :class:`~.formats.QuantizedState` of codes and block maxima) and how a checkpoint lays it out;
 :data:`STORAGE_FORMATS` maps the group option to the format of a new state, and :func:`load` /
-:func:`store` ask the stored state for its format (:func:`.formats.format_of`).
+:func:`store` ask the entry for its format (:func:`.formats.format_of`).
 
 *Reduced* states (Subset-Norm and AdaGrad-Norm accumulators, which sum many squares and are small) are
 always held in float32, or the parameter's dtype if wider: a bfloat16 sum stops growing once it is large.
@@ -46,7 +48,7 @@ from collections.abc import Callable, MutableMapping
 
 import torch
 
-from memopt.state import formats, quantization, sharding
+from memopt.state import formats, quantization
 from memopt.state.formats import StateFormat, blocks_follow_shards, format_of
 
 __all__ = ["STORAGE_CHOICES", "STORAGE_FORMATS", "blocks_follow_shards", "compute_dtype", "create", "load", "store"]
@@ -62,12 +64,6 @@ def compute_dtype(param: torch.Tensor) -> torch.dtype:
 def reduced_dtype(param: torch.Tensor) -> torch.dtype:
     """The storage dtype of accumulators that sum over many entries of ``param``."""
     return compute_dtype(param)
-
-
-def zeros_reduced(param: torch.Tensor, shape: torch.Size | tuple[int, ...], *, sharded: bool = False) -> torch.Tensor:
-    """A zero accumulator for sums over entries of ``param``, stored in :func:`reduced_dtype`;
-    ``sharded=True`` when its dim 0 runs over the parameter's rows (else it is replicated)."""
-    return sharding.zeros(param, shape, reduced_dtype(param), sharded=sharded)
 
 
 def _eight_bit(default: torch.dtype, numel: int, non_negative: bool, group: dict) -> StateFormat:
@@ -118,7 +114,7 @@ def create(
     if sharded is None:
         sharded = shape == tuple(param.shape)
     fmt = choose_format(group, shape, non_negative=non_negative, default=default or param.dtype)
-    fmt.create(state, key, param, shape, sharded=sharded, fill=fill)
+    state[key] = fmt.create(param, shape, sharded=sharded, fill=fill)
 
 
 def load(state: MutableMapping, key: str, dtype: torch.dtype, fresh: dict | None = None) -> torch.Tensor:
@@ -130,7 +126,7 @@ def load(state: MutableMapping, key: str, dtype: torch.dtype, fresh: dict | None
     """
     if fresh is not None and key in fresh:
         return fresh[key]
-    return format_of(state, key).load(state, key, dtype)
+    return format_of(state, key).load(state[key], dtype)
 
 
 def store(
@@ -145,4 +141,4 @@ def store(
     rounded stochastically (:mod:`.rounding`) instead of to nearest."""
     if fresh is not None:
         fresh[key] = value
-    format_of(state, key).store(state, key, value, rounding)
+    format_of(state, key).store(state[key], value, rounding)

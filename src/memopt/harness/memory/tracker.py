@@ -40,6 +40,8 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from memopt.state.formats import QuantizedState
+
 #: the categories, strongest first
 CATEGORIES = (
     "parameters",
@@ -211,6 +213,8 @@ def _state_tensors(values) -> Iterator[torch.Tensor]:
     for value in values:
         if isinstance(value, torch.Tensor):
             yield value
+        elif isinstance(value, QuantizedState):
+            yield from value.tensors()
         elif isinstance(value, dict):
             yield from _state_tensors(value.values())
         elif isinstance(value, (list, tuple)):
