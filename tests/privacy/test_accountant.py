@@ -68,17 +68,17 @@ def test_the_derived_delta_bounds_the_whole_protocol_on_every_neighbouring_pair(
 
 
 def test_calibrate_finds_the_fewest_bits_and_the_guarantee_holds():
-    found = calibrate(users=500, dim=4, bound=1.0, epsilon=1.0, delta=1e-6)
+    found = calibrate(users=100, dim=4, bound=1.0, epsilon=1.0, delta=1e-6)
     p = found.params
-    assert p.grid == max(math.ceil(2 * math.sqrt(500)), 4, 4) and p.p == 0.25
+    assert p.grid == max(math.ceil(2 * math.sqrt(100)), 4, 4) and p.p == 0.25
     assert found.epsilon <= 1.0 + 1e-12 and found.delta <= 1e-6
-    assert binomial_shift_delta(500 * p.bits, 0.25, 2 * p.grid, found.eps_coordinate) <= found.delta_coordinate
+    assert binomial_shift_delta(100 * p.bits, 0.25, 2 * p.grid, found.eps_coordinate) <= found.delta_coordinate
     # one bit fewer fails the per-coordinate budget of the rule that was used
     budget = {"basic": 1e-6 / 4, "advanced": 1e-6 / 8}[found.composition]
-    assert binomial_shift_delta(500 * (p.bits - 1), 0.25, [2 * p.grid], found.eps_coordinate) > budget
-    assert guarantee(SummationParameters(1.0, p.grid, p.bits // 2), 500, 4, 1.0, 1e-6) is None
+    assert binomial_shift_delta(100 * (p.bits - 1), 0.25, [2 * p.grid], found.eps_coordinate) > budget
+    assert guarantee(SummationParameters(1.0, p.grid, p.bits // 2), 100, 4, 1.0, 1e-6) is None
     # more privacy costs more noise bits
-    assert calibrate(500, 4, 1.0, 0.5, 1e-6).params.bits > p.bits
+    assert calibrate(100, 4, 1.0, 0.5, 1e-6).params.bits > p.bits
     with pytest.raises(ValueError, match="epsilon"):
         calibrate(500, 4, 1.0, 0.0, 1e-6)
     with pytest.raises(ValueError, match="delta"):
