@@ -314,7 +314,28 @@ def alpd(
     ``prox_g``) :math:`\nabla g` per iteration.
     """
     x, y = _start(x0, y0, n_steps, tol)
-    beta, theta, eta, tau = alpd_schedule(oracles, n_steps, prox_g)
+
+    def x_step(c: _Counted, t: int, x: Tensor, x_low: Tensor, y: Tensor, eta: float) -> Tensor:
+        return c.px(x - eta * (c.grad_f(x_low) + c.gx(x, y)))
+
+    return _alpd_outer(oracles, x, y, n_steps, prox_g, None, gap, tol, x_step)
+
+
+def _alpd_outer(
+    oracles: SaddleOracles,
+    x: Tensor,
+    y: Tensor,
+    n_steps: int,
+    prox_g: bool,
+    general: bool | None,
+    gap: Gap | None,
+    tol: float | None,
+    x_step: Callable[[_Counted, int, Tensor, Tensor, Tensor, float], Tensor],
+) -> Result:
+    """Algorithm 2's outer loop, shared by :func:`alpd` and :func:`inexact_alpd`: steps 1-3 and 5 with the step
+    sizes of :func:`alpd_schedule`; ``x_step(c, t, x_t, x_low_t, y_{t+1}, eta_t)`` is step 4 and returns
+    :math:`x_{t+1}`."""
+    beta, theta, eta, tau = alpd_schedule(oracles, n_steps, prox_g, general)
     c = _Counted(oracles)
     x_bar, y_bar = x.clone(), y.clone()
     gy_prev = gy = c.gy(x, y)
@@ -325,7 +346,7 @@ def alpd(
         x_low = (1 - b) * x_bar + b * x
         v = (1 + theta[t]) * gy - theta[t] * gy_prev
         y = c.dual_step(y, v, tau[t], prox_g)
-        x = c.px(x - eta[t] * (c.grad_f(x_low) + c.gx(x, y)))
+        x = x_step(c, t, x, x_low, y, eta[t])
         x_bar, y_bar = (1 - b) * x_bar + b * x, (1 - b) * y_bar + b * y
         if t < n_steps:
             gy_prev, gy = gy, c.gy(x, y)
@@ -365,19 +386,10 @@ def inexact_alpd(
     delta_power = check_positive("delta_power", delta_power, "The paper's Proposition 5.2 uses 3.5.")
     if oracles.diameter_x is None:
         raise ValueError("inexact_alpd needs SaddleOracles(diameter_x=...) to size its inner loop.")
-    beta, theta, eta, tau = alpd_schedule(oracles, n_steps, prox_g, general=False)
-    c = _Counted(oracles)
-    x_bar, y_bar = x.clone(), y.clone()
-    gy_prev = gy = c.gy(x, y)
-    history = History()
-    c.record(history, x_bar, y_bar, gap)
-    for t in range(1, n_steps + 1):
-        b = 1.0 / beta[t]
-        x_low = (1 - b) * x_bar + b * x
-        v = (1 + theta[t]) * gy - theta[t] * gy_prev
-        y = c.dual_step(y, v, tau[t], prox_g)
+
+    def x_step(c: _Counted, t: int, x: Tensor, x_low: Tensor, y: Tensor, eta: float) -> Tensor:
         linear = c.grad_f(x_low)
-        alpha_in, beta_in = 1.0 / eta[t], oracles.L_xx + 1.0 / eta[t]
+        alpha_in, beta_in = 1.0 / eta, oracles.L_xx + 1.0 / eta
         delta = delta0 * t ** (-delta_power)
         root = math.sqrt(beta_in / alpha_in)
         bound = (alpha_in + beta_in) * oracles.diameter_x**2 / (2 * delta)
@@ -385,14 +397,9 @@ def inexact_alpd(
         q = (root - 1) / (root + 1)
         anchor, u, w = x, x.clone(), x.clone()
         for _ in range(k):
-            w_next = c.px(u - (linear + c.gx(u, y) + (u - anchor) / eta[t]) / beta_in)
+            w_next = c.px(u - (linear + c.gx(u, y) + (u - anchor) / eta) / beta_in)
             u = (1 + q) * w_next - q * w
             w = w_next
-        x = w
-        x_bar, y_bar = (1 - b) * x_bar + b * x, (1 - b) * y_bar + b * y
-        if t < n_steps:
-            gy_prev, gy = gy, c.gy(x, y)
-        c.record(history, x_bar, y_bar, gap)
-        if _done(history, tol):
-            break
-    return Result(x_bar, history, y_bar)
+        return w
+
+    return _alpd_outer(oracles, x, y, n_steps, prox_g, False, gap, tol, x_step)
