@@ -113,14 +113,13 @@ class _Counted:
             return self.prox_g(y + tau * v, tau)
         return self.py(y + tau * (v - self.grad_g(y)))
 
-    def record(self, history: History, x: Tensor, y: Tensor, gap: Gap | None) -> bool:
-        """Record one iteration; True if the gap is known and finite."""
+    def record(self, history: History, x: Tensor, y: Tensor, gap: Gap | None, tol: float | None = None) -> bool:
+        """Record one iteration; True if the solver should stop: ``tol`` given and the gap at most ``tol``."""
         history.record(x, self.counts["grad_f"], None, False,
                        **{k: v for k, v in self.counts.items() if k != "grad_f"})
         if gap is not None:
             history.values.append(float(gap(x, y)))
-            return True
-        return False
+        return tol is not None and bool(history.values) and history.values[-1] <= tol
 
 
 def _start(x0: Tensor, y0: Tensor, n_steps: int, tol: float | None) -> tuple[Tensor, Tensor]:
@@ -128,10 +127,6 @@ def _start(x0: Tensor, y0: Tensor, n_steps: int, tol: float | None) -> tuple[Ten
     if tol is not None:
         check_positive("tol", tol, "tol is the duality gap at which to stop.")
     return check_vector("x0", x0), check_vector("y0", y0)
-
-
-def _done(history: History, tol: float | None) -> bool:
-    return tol is not None and bool(history.values) and history.values[-1] <= tol
 
 
 def gradient_descent_ascent(
@@ -168,8 +163,7 @@ def gradient_descent_ascent(
         x, y = c.px(x - step_x * gx), c.dual_step(y, gy, step_y, use_prox)
         sx, sy = sx + x, sy + y
         ox, oy = (sx / t, sy / t) if average else (x, y)
-        c.record(history, ox, oy, gap)
-        if _done(history, tol):
+        if c.record(history, ox, oy, gap, tol):
             break
     return Result(ox, history, oy)
 
@@ -204,8 +198,7 @@ def extragradient(
         wy = c.dual_step(y, c.gy(x, y), step, use_prox)
         x, y = c.px(x - step * (c.grad_f(wx) + c.gx(wx, wy))), c.dual_step(y, c.gy(wx, wy), step, use_prox)
         sx, sy = sx + wx, sy + wy
-        c.record(history, sx / t, sy / t, gap)
-        if _done(history, tol):
+        if c.record(history, sx / t, sy / t, gap, tol):
             break
     return Result(sx / t, history, sy / t)
 
@@ -252,8 +245,7 @@ def lpd(
         x = x_next
         weight = t + 1.0
         sx, sy, sw = sx + weight * x, sy + weight * y, sw + weight
-        c.record(history, sx / sw, sy / sw, gap)
-        if _done(history, tol):
+        if c.record(history, sx / sw, sy / sw, gap, tol):
             break
     return Result(sx / sw, history, sy / sw)
 
@@ -350,8 +342,7 @@ def _alpd_outer(
         x_bar, y_bar = (1 - b) * x_bar + b * x, (1 - b) * y_bar + b * y
         if t < n_steps:
             gy_prev, gy = gy, c.gy(x, y)
-        c.record(history, x_bar, y_bar, gap)
-        if _done(history, tol):
+        if c.record(history, x_bar, y_bar, gap, tol):
             break
     return Result(x_bar, history, y_bar)
 
