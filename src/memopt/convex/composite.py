@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from memopt.convex.history import (
-    History,
     Result,
     check_nonnegative,
     check_positive,
@@ -21,7 +20,7 @@ from memopt.convex.history import (
     check_vector,
     step_schedule,
 )
-from memopt.convex.smooth import accelerated_loop
+from memopt.convex.smooth import accelerated_loop, proximal_gradient_loop
 
 Tensor = torch.Tensor
 Prox = Callable[[Tensor, float], Tensor]
@@ -67,14 +66,7 @@ def ista(
     """
     eta = step_schedule("step", step)
     check_steps(n_steps)
-    x = check_vector("x0", x0)
-    history = History()
-    history.record(x, 0, monitor, keep_iterates)
-    for s in range(1, n_steps + 1):
-        e = eta(s)
-        x = prox(x - e * grad(x), e)
-        history.record(x, s, monitor, keep_iterates)
-    return Result(x, history)
+    return proximal_gradient_loop(grad, prox, check_vector("x0", x0), eta, n_steps, monitor, keep_iterates)
 
 
 def fista(

@@ -58,12 +58,26 @@ def gradient_descent(
     eta = step_schedule("step", step)
     check_steps(n_steps)
     x = check_vector("x0", x0)
+    prox = (lambda v, e: v) if project is None else (lambda v, e: project(v))
+    return proximal_gradient_loop(grad, prox, x, eta, n_steps, monitor, keep_iterates)
+
+
+def proximal_gradient_loop(
+    grad: Oracle,
+    prox: Callable[[Tensor, float], Tensor],
+    x: Tensor,
+    eta: Callable[[int], float],
+    n_steps: int,
+    monitor: Monitor | None = None,
+    keep_iterates: bool = False,
+) -> Result:
+    """The loop of (projected) gradient descent, shared with ISTA (:func:`~memopt.convex.composite.ista`):
+    ``x_{s+1} = prox(x_s - eta(s) grad(x_s), eta(s))``; output and monitored point: the last iterate."""
     history = History()
     history.record(x, 0, monitor, keep_iterates)
     for s in range(1, n_steps + 1):
-        x = x - eta(s) * grad(x)
-        if project is not None:
-            x = project(x)
+        e = eta(s)
+        x = prox(x - e * grad(x), e)
         history.record(x, s, monitor, keep_iterates)
     return Result(x, history)
 
