@@ -13,7 +13,6 @@ from typing import Any
 import torch
 
 from memopt.convex.history import (
-    History,
     Result,
     check_nonnegative,
     check_positive,
@@ -21,7 +20,7 @@ from memopt.convex.history import (
     check_vector,
     step_schedule,
 )
-from memopt.convex.smooth import agd_lambdas
+from memopt.convex.smooth import accelerated_loop, proximal_gradient_loop
 
 Tensor = torch.Tensor
 Prox = Callable[[Tensor, float], Tensor]
@@ -67,14 +66,7 @@ def ista(
     """
     eta = step_schedule("step", step)
     check_steps(n_steps)
-    x = check_vector("x0", x0)
-    history = History()
-    history.record(x, 0, monitor, keep_iterates)
-    for s in range(1, n_steps + 1):
-        e = eta(s)
-        x = prox(x - e * grad(x), e)
-        history.record(x, s, monitor, keep_iterates)
-    return Result(x, history)
+    return proximal_gradient_loop(grad, prox, check_vector("x0", x0), eta, n_steps, monitor, keep_iterates)
 
 
 def fista(
@@ -97,17 +89,7 @@ def fista(
     beta = check_positive("beta", beta, "Pass the smoothness constant of f (e.g. ||A||^2/n for least squares).")
     check_steps(n_steps)
     x = check_vector("x0", x0)
-    y = x.clone()
-    lambdas = agd_lambdas(n_steps + 1)
-    history = History()
-    history.record(y, 0, monitor, keep_iterates)
-    for t in range(1, n_steps + 1):
-        gamma = (1 - lambdas[t]) / lambdas[t + 1]
-        y_next = prox(x - grad(x) / beta, 1.0 / beta)
-        x = (1 - gamma) * y_next + gamma * y
-        y = y_next
-        history.record(y, t, monitor, keep_iterates)
-    return Result(y, history)
+    return accelerated_loop(lambda x: prox(x - grad(x) / beta, 1.0 / beta), x, n_steps, monitor, keep_iterates)
 
 
 PROXES = ("none", "l1", "nonneg", "l1_nonneg")

@@ -113,14 +113,13 @@ class _Counted:
             return self.prox_g(y + tau * v, tau)
         return self.py(y + tau * (v - self.grad_g(y)))
 
-    def record(self, history: History, x: Tensor, y: Tensor, gap: Gap | None) -> bool:
-        """Record one iteration; True if the gap is known and finite."""
+    def record(self, history: History, x: Tensor, y: Tensor, gap: Gap | None, tol: float | None = None) -> bool:
+        """Record one iteration; True if the solver should stop: ``tol`` given and the gap at most ``tol``."""
         history.record(x, self.counts["grad_f"], None, False,
                        **{k: v for k, v in self.counts.items() if k != "grad_f"})
         if gap is not None:
             history.values.append(float(gap(x, y)))
-            return True
-        return False
+        return tol is not None and bool(history.values) and history.values[-1] <= tol
 
 
 def _start(x0: Tensor, y0: Tensor, n_steps: int, tol: float | None) -> tuple[Tensor, Tensor]:
@@ -128,10 +127,6 @@ def _start(x0: Tensor, y0: Tensor, n_steps: int, tol: float | None) -> tuple[Ten
     if tol is not None:
         check_positive("tol", tol, "tol is the duality gap at which to stop.")
     return check_vector("x0", x0), check_vector("y0", y0)
-
-
-def _done(history: History, tol: float | None) -> bool:
-    return tol is not None and bool(history.values) and history.values[-1] <= tol
 
 
 def gradient_descent_ascent(
@@ -168,8 +163,7 @@ def gradient_descent_ascent(
         x, y = c.px(x - step_x * gx), c.dual_step(y, gy, step_y, use_prox)
         sx, sy = sx + x, sy + y
         ox, oy = (sx / t, sy / t) if average else (x, y)
-        c.record(history, ox, oy, gap)
-        if _done(history, tol):
+        if c.record(history, ox, oy, gap, tol):
             break
     return Result(ox, history, oy)
 
@@ -204,8 +198,7 @@ def extragradient(
         wy = c.dual_step(y, c.gy(x, y), step, use_prox)
         x, y = c.px(x - step * (c.grad_f(wx) + c.gx(wx, wy))), c.dual_step(y, c.gy(wx, wy), step, use_prox)
         sx, sy = sx + wx, sy + wy
-        c.record(history, sx / t, sy / t, gap)
-        if _done(history, tol):
+        if c.record(history, sx / t, sy / t, gap, tol):
             break
     return Result(sx / t, history, sy / t)
 
@@ -252,8 +245,7 @@ def lpd(
         x = x_next
         weight = t + 1.0
         sx, sy, sw = sx + weight * x, sy + weight * y, sw + weight
-        c.record(history, sx / sw, sy / sw, gap)
-        if _done(history, tol):
+        if c.record(history, sx / sw, sy / sw, gap, tol):
             break
     return Result(sx / sw, history, sy / sw)
 
@@ -314,7 +306,28 @@ def alpd(
     ``prox_g``) :math:`\nabla g` per iteration.
     """
     x, y = _start(x0, y0, n_steps, tol)
-    beta, theta, eta, tau = alpd_schedule(oracles, n_steps, prox_g)
+
+    def x_step(c: _Counted, t: int, x: Tensor, x_low: Tensor, y: Tensor, eta: float) -> Tensor:
+        return c.px(x - eta * (c.grad_f(x_low) + c.gx(x, y)))
+
+    return _alpd_outer(oracles, x, y, n_steps, prox_g, None, gap, tol, x_step)
+
+
+def _alpd_outer(
+    oracles: SaddleOracles,
+    x: Tensor,
+    y: Tensor,
+    n_steps: int,
+    prox_g: bool,
+    general: bool | None,
+    gap: Gap | None,
+    tol: float | None,
+    x_step: Callable[[_Counted, int, Tensor, Tensor, Tensor, float], Tensor],
+) -> Result:
+    """Algorithm 2's outer loop, shared by :func:`alpd` and :func:`inexact_alpd`: steps 1-3 and 5 with the step
+    sizes of :func:`alpd_schedule`; ``x_step(c, t, x_t, x_low_t, y_{t+1}, eta_t)`` is step 4 and returns
+    :math:`x_{t+1}`."""
+    beta, theta, eta, tau = alpd_schedule(oracles, n_steps, prox_g, general)
     c = _Counted(oracles)
     x_bar, y_bar = x.clone(), y.clone()
     gy_prev = gy = c.gy(x, y)
@@ -325,12 +338,11 @@ def alpd(
         x_low = (1 - b) * x_bar + b * x
         v = (1 + theta[t]) * gy - theta[t] * gy_prev
         y = c.dual_step(y, v, tau[t], prox_g)
-        x = c.px(x - eta[t] * (c.grad_f(x_low) + c.gx(x, y)))
+        x = x_step(c, t, x, x_low, y, eta[t])
         x_bar, y_bar = (1 - b) * x_bar + b * x, (1 - b) * y_bar + b * y
         if t < n_steps:
             gy_prev, gy = gy, c.gy(x, y)
-        c.record(history, x_bar, y_bar, gap)
-        if _done(history, tol):
+        if c.record(history, x_bar, y_bar, gap, tol):
             break
     return Result(x_bar, history, y_bar)
 
@@ -365,19 +377,10 @@ def inexact_alpd(
     delta_power = check_positive("delta_power", delta_power, "The paper's Proposition 5.2 uses 3.5.")
     if oracles.diameter_x is None:
         raise ValueError("inexact_alpd needs SaddleOracles(diameter_x=...) to size its inner loop.")
-    beta, theta, eta, tau = alpd_schedule(oracles, n_steps, prox_g, general=False)
-    c = _Counted(oracles)
-    x_bar, y_bar = x.clone(), y.clone()
-    gy_prev = gy = c.gy(x, y)
-    history = History()
-    c.record(history, x_bar, y_bar, gap)
-    for t in range(1, n_steps + 1):
-        b = 1.0 / beta[t]
-        x_low = (1 - b) * x_bar + b * x
-        v = (1 + theta[t]) * gy - theta[t] * gy_prev
-        y = c.dual_step(y, v, tau[t], prox_g)
+
+    def x_step(c: _Counted, t: int, x: Tensor, x_low: Tensor, y: Tensor, eta: float) -> Tensor:
         linear = c.grad_f(x_low)
-        alpha_in, beta_in = 1.0 / eta[t], oracles.L_xx + 1.0 / eta[t]
+        alpha_in, beta_in = 1.0 / eta, oracles.L_xx + 1.0 / eta
         delta = delta0 * t ** (-delta_power)
         root = math.sqrt(beta_in / alpha_in)
         bound = (alpha_in + beta_in) * oracles.diameter_x**2 / (2 * delta)
@@ -385,14 +388,9 @@ def inexact_alpd(
         q = (root - 1) / (root + 1)
         anchor, u, w = x, x.clone(), x.clone()
         for _ in range(k):
-            w_next = c.px(u - (linear + c.gx(u, y) + (u - anchor) / eta[t]) / beta_in)
+            w_next = c.px(u - (linear + c.gx(u, y) + (u - anchor) / eta) / beta_in)
             u = (1 + q) * w_next - q * w
             w = w_next
-        x = w
-        x_bar, y_bar = (1 - b) * x_bar + b * x, (1 - b) * y_bar + b * y
-        if t < n_steps:
-            gy_prev, gy = gy, c.gy(x, y)
-        c.record(history, x_bar, y_bar, gap)
-        if _done(history, tol):
-            break
-    return Result(x_bar, history, y_bar)
+        return w
+
+    return _alpd_outer(oracles, x, y, n_steps, prox_g, False, gap, tol, x_step)

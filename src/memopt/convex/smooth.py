@@ -58,12 +58,26 @@ def gradient_descent(
     eta = step_schedule("step", step)
     check_steps(n_steps)
     x = check_vector("x0", x0)
+    prox = (lambda v, e: v) if project is None else (lambda v, e: project(v))
+    return proximal_gradient_loop(grad, prox, x, eta, n_steps, monitor, keep_iterates)
+
+
+def proximal_gradient_loop(
+    grad: Oracle,
+    prox: Callable[[Tensor, float], Tensor],
+    x: Tensor,
+    eta: Callable[[int], float],
+    n_steps: int,
+    monitor: Monitor | None = None,
+    keep_iterates: bool = False,
+) -> Result:
+    """The loop of (projected) gradient descent, shared with ISTA (:func:`~memopt.convex.composite.ista`):
+    ``x_{s+1} = prox(x_s - eta(s) grad(x_s), eta(s))``; output and monitored point: the last iterate."""
     history = History()
     history.record(x, 0, monitor, keep_iterates)
     for s in range(1, n_steps + 1):
-        x = x - eta(s) * grad(x)
-        if project is not None:
-            x = project(x)
+        e = eta(s)
+        x = prox(x - e * grad(x), e)
         history.record(x, s, monitor, keep_iterates)
     return Result(x, history)
 
@@ -98,13 +112,23 @@ def nesterov_agd(
     beta = check_positive("beta", beta, "Pass the smoothness constant (largest Hessian eigenvalue).")
     check_steps(n_steps)
     x = check_vector("x0", x0)
+    return accelerated_loop(lambda x: x - grad(x) / beta, x, n_steps, monitor, keep_iterates)
+
+
+def accelerated_loop(
+    descend: Oracle, x: Tensor, n_steps: int, monitor: Monitor | None = None, keep_iterates: bool = False
+) -> Result:
+    r"""The loop of Nesterov's AGD (§3.7.2), shared with FISTA (:func:`~memopt.convex.composite.fista`):
+    :math:`x_1 = y_1 = x`; :math:`y_{t+1}` = ``descend(x_t)``, :math:`x_{t+1} = (1-\gamma_t)y_{t+1} + \gamma_t y_t`
+    with :math:`\gamma_t = (1-\lambda_t)/\lambda_{t+1}` (:func:`agd_lambdas`). Output and monitored point:
+    :math:`y_t`."""
     y = x.clone()
     lambdas = agd_lambdas(n_steps + 1)
     history = History()
     history.record(y, 0, monitor, keep_iterates)
     for t in range(1, n_steps + 1):
         gamma = (1 - lambdas[t]) / lambdas[t + 1]
-        y_next = x - grad(x) / beta
+        y_next = descend(x)
         x = (1 - gamma) * y_next + gamma * y
         y = y_next
         history.record(y, t, monitor, keep_iterates)

@@ -35,17 +35,25 @@ class ExactSum:
 
 
 @dataclass
-class CentralGaussian:
-    """Sum plus one ``N(0, sigma^2 I)``; ``sigma`` for ``(epsilon, delta)`` at ``l2``-sensitivity ``2 bound``."""
+class _GaussianMechanism:
+    """``sigma`` of the Gaussian mechanism for ``(epsilon, delta)`` at ``l2``-sensitivity ``2 bound`` (any two
+    inputs of the ``bound`` ball differ by at most ``2 bound``); shared by the central and local models."""
 
     bound: float
     epsilon: float
     delta: float
-    name: str = "central Gaussian"
+    name: str = ""
     sigma: float = field(init=False)
 
     def __post_init__(self) -> None:
         self.sigma = gaussian_sigma(2 * self.bound, self.epsilon, self.delta)
+
+
+@dataclass
+class CentralGaussian(_GaussianMechanism):
+    """Sum plus one ``N(0, sigma^2 I)``; ``sigma`` for ``(epsilon, delta)`` at ``l2``-sensitivity ``2 bound``."""
+
+    name: str = "central Gaussian"
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return x.sum(0) + self.sigma * torch.randn(x.shape[1], generator=generator, dtype=x.dtype)
@@ -55,17 +63,10 @@ class CentralGaussian:
 
 
 @dataclass
-class LocalGaussian:
+class LocalGaussian(_GaussianMechanism):
     """Every user adds its own ``N(0, sigma^2 I)`` (``(epsilon, delta)``-LDP for inputs in the ``bound`` ball)."""
 
-    bound: float
-    epsilon: float
-    delta: float
     name: str = "local Gaussian"
-    sigma: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.sigma = gaussian_sigma(2 * self.bound, self.epsilon, self.delta)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         noisy = x + self.sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)

@@ -20,13 +20,10 @@ import torch
 Tensor = torch.Tensor
 
 
-@dataclass(frozen=True)
-class DiagonalQuadratic:
-    r""":math:`f(x) = \frac12\sum_i\lambda_i(x_i - x^*_i)^2`, :math:`f^* = 0`."""
+class _Spectrum:
+    """``beta`` and ``alpha`` of a quadratic: the largest and smallest of its ``eigenvalues``."""
 
     eigenvalues: Tensor
-    minimizer: Tensor
-    f_star: float = 0.0
 
     @property
     def beta(self) -> float:
@@ -35,6 +32,34 @@ class DiagonalQuadratic:
     @property
     def alpha(self) -> float:
         return float(self.eigenvalues.min())
+
+
+class _LeastSquares:
+    r"""Least squares :math:`\frac1{2n}\|Ax - b\|_2^2` on the fields ``A`` and ``b``: value, gradient, smoothness."""
+
+    A: Tensor
+    b: Tensor
+
+    @property
+    def beta(self) -> float:
+        """Smoothness of the least-squares objective in the Euclidean norm."""
+        return float(torch.linalg.matrix_norm(self.A, 2)) ** 2 / self.A.shape[0]
+
+    def _least_squares(self, x: Tensor) -> Tensor:
+        r = self.A @ x - self.b
+        return 0.5 * (r @ r) / self.A.shape[0]
+
+    def grad(self, x: Tensor) -> Tensor:
+        return self.A.T @ (self.A @ x - self.b) / self.A.shape[0]
+
+
+@dataclass(frozen=True)
+class DiagonalQuadratic(_Spectrum):
+    r""":math:`f(x) = \frac12\sum_i\lambda_i(x_i - x^*_i)^2`, :math:`f^* = 0`."""
+
+    eigenvalues: Tensor
+    minimizer: Tensor
+    f_star: float = 0.0
 
     def value(self, x: Tensor) -> Tensor:
         return 0.5 * (self.eigenvalues * (x - self.minimizer) ** 2).sum()
@@ -74,21 +99,13 @@ def simplex_center_quadratic(n: int = 10_000) -> DiagonalQuadratic:
 
 
 @dataclass(frozen=True)
-class Quadratic:
+class Quadratic(_Spectrum):
     r""":math:`f(x) = \frac12(x - x^*)^\top H(x - x^*)`, :math:`f^* = 0`, spectrum ``eigenvalues``."""
 
     H: Tensor
     minimizer: Tensor
     eigenvalues: Tensor
     f_star: float = 0.0
-
-    @property
-    def beta(self) -> float:
-        return float(self.eigenvalues.max())
-
-    @property
-    def alpha(self) -> float:
-        return float(self.eigenvalues.min())
 
     def value(self, x: Tensor) -> Tensor:
         d = x - self.minimizer
@@ -112,7 +129,7 @@ def ill_conditioned_quadratic(dim: int = 50, alpha: float = 0.01, beta: float = 
 
 
 @dataclass(frozen=True)
-class Lasso:
+class Lasso(_LeastSquares):
     r""":math:`F(x) = \frac1{2n}\|Ax - b\|^2 + \lambda\|x\|_1` (scikit-learn's ``Lasso`` objective without
     intercept). ``f`` is the smooth part, ``beta`` its smoothness :math:`\|A\|^2/n`."""
 
@@ -120,16 +137,8 @@ class Lasso:
     b: Tensor
     lam: float
 
-    @property
-    def beta(self) -> float:
-        return float(torch.linalg.matrix_norm(self.A, 2)) ** 2 / self.A.shape[0]
-
     def f(self, x: Tensor) -> Tensor:
-        r = self.A @ x - self.b
-        return 0.5 * (r @ r) / self.A.shape[0]
-
-    def grad(self, x: Tensor) -> Tensor:
-        return self.A.T @ (self.A @ x - self.b) / self.A.shape[0]
+        return self._least_squares(x)
 
     def value(self, x: Tensor) -> Tensor:
         return self.f(x) + self.lam * x.abs().sum()
@@ -199,7 +208,7 @@ def logistic(n: int = 200, dim: int = 10, reg: float = 1e-2, seed: int = 0) -> L
 
 
 @dataclass(frozen=True)
-class PlantedRegression:
+class PlantedRegression(_LeastSquares):
     r"""Least squares :math:`\frac1{2n}\|Ax - b\|_2^2` (``value``/``grad``) and least absolute deviations
     :math:`\frac1n\|Ax - b\|_1` (``l1_value``/``l1_subgrad``) with :math:`b = Ax^*`: both have optimum 0 at
     the planted ``minimizer`` (unique when ``A`` has full column rank)."""
@@ -208,11 +217,6 @@ class PlantedRegression:
     b: Tensor
     minimizer: Tensor
     f_star: float = 0.0
-
-    @property
-    def beta(self) -> float:
-        """Smoothness of the least-squares objective in the Euclidean norm."""
-        return float(torch.linalg.matrix_norm(self.A, 2)) ** 2 / self.A.shape[0]
 
     @property
     def beta_l1(self) -> float:
@@ -230,11 +234,7 @@ class PlantedRegression:
         return float(torch.linalg.matrix_norm(self.A, 2)) / math.sqrt(self.A.shape[0])
 
     def value(self, x: Tensor) -> Tensor:
-        r = self.A @ x - self.b
-        return 0.5 * (r @ r) / self.A.shape[0]
-
-    def grad(self, x: Tensor) -> Tensor:
-        return self.A.T @ (self.A @ x - self.b) / self.A.shape[0]
+        return self._least_squares(x)
 
     def l1_value(self, x: Tensor) -> Tensor:
         return (self.A @ x - self.b).abs().sum() / self.A.shape[0]
