@@ -60,7 +60,8 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="text file, JSON Lines file with a 'text' field, or directory of them "
-        "(default: the Python language reference from pydoc_data)",
+        "or builtin:NAME (default: builtin:sympy, the source of the installed sympy package; "
+        "builtin:python-reference is the small Python language reference)",
     )
     data.add_argument(
         "--tokenizer", default=None, choices=KINDS, help="BPE trained on the data, or bytes (default bpe)"
@@ -296,53 +297,24 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_compare(subparsers) -> Callable:
+    from memopt.harness.bench import compare
+
     parser = subparsers.add_parser(
         "compare",
-        help="compare optimizers on the same model, data and seed (the main job)",
+        help="compare optimizers on the same model, data and seeds (the main job)",
         description="Train the same model on the same data with several optimizers and compare state memory, "
-        "validation loss against tokens, and speed. Writes summary.json, metrics and compare.png.",
+        "validation loss against tokens, and speed, over several seeds, optionally after tuning each "
+        "optimizer (--tune). Writes summary.json, metrics and compare.png.",
     )
-    parser.add_argument(
-        "--optimizers",
-        default=None,
-        metavar="A,B,...",
-        help="registry names, comma-separated (default adamw,adamw_sn,adamw_snsm)",
-    )
-    parser.add_argument(
-        "--baseline",
-        default=None,
-        metavar="NAME",
-        help="the optimizer the others are measured against (default adamw)",
-    )
+    compare.add_arguments(parser, count)  # --optimizers, --baseline, --seeds, --tune, --grid, ...
     _add_run_arguments(parser)
     return _run_compare
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from memopt.harness.bench.compare import DEFAULT_OPTIMIZERS, CompareConfig, run_compare
-    from memopt.harness.train.config import make_config
-    from memopt.harness.train.distributed import launched
-    from memopt.harness.train.optimizers import parse_assignments
+    from memopt.harness.bench.compare import run_cli
 
-    if launched():
-        raise ConfigError(
-            "memopt compare runs in one process; under torchrun, train each optimizer with `memopt train` "
-            "(same flags) and compare their run folders."
-        )
-    names = (
-        [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers else list(DEFAULT_OPTIMIZERS)
-    )
-    out = args.out or f"runs/compare-{_timestamp()}"
-    base = make_config(args.preset, **_settings(args), save_checkpoints=False, out=out)
-    config = CompareConfig(
-        optimizers=names, base=base, hparams=parse_assignments(args.opt), baseline=args.baseline, out=out
-    )
-    log = (lambda *a, **k: None) if args.quiet else print
-    summary = run_compare(config, log=log, command="memopt " + " ".join(args.argv))
-    print(summary["table"])
-    if not args.quiet:
-        print(f"\nwrote {out}/summary.json, {out}/compare.png and each optimizer's metrics.jsonl")
-    return 0
+    return run_cli(args, _settings(args))
 
 
 # ---------------------------------------------------------------------------------------------- main
