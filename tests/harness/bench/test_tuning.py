@@ -69,3 +69,13 @@ def test_grid_flags():
     assert parse_tune("lr, plain_lr") == ["lr", "plain_lr"] and parse_tune(None) == []
     with pytest.raises(ConfigError, match="--tune 'lr,lr': each hyperparameter once"):
         parse_tune("lr,lr")
+
+
+def test_a_key_can_be_tuned_for_one_optimizer_alone():
+    from memopt.harness.bench.compare import CompareConfig
+
+    config = CompareConfig(optimizers=["adamw", "adamw_groups"], tune=parse_tune("lr,adamw_groups:plain_lr"))
+    config.validate()
+    assert config.tune_keys("adamw") == ["lr"] and config.tune_keys("adamw_groups") == ["lr", "plain_lr"]
+    with pytest.raises(ConfigError, match=r"'sgd' is not among --optimizers adamw,adamw_groups"):
+        CompareConfig(optimizers=["adamw", "adamw_groups"], tune=["sgd:lr"]).validate()

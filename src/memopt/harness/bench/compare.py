@@ -87,7 +87,8 @@ class CompareConfig:
         baseline: the row the others are measured against (default: ``adamw`` if compared, else the first).
         out: the run folder.
         seeds: runs per optimizer, with seeds ``base.seed``, ``base.seed + 1``, ...
-        tune: hyperparameters to sweep before the comparison, in order (e.g. ``["lr", "plain_lr"]``).
+        tune: hyperparameters to sweep before the comparison, in order (e.g. ``["lr", "plain_lr"]``); an item
+            ``LABEL:KEY`` is swept for that row alone (``adamw_groups:plain_lr``).
         grids: ``--grid`` items; the most specific (scoped to the label) wins.
         grid_points, grid_span: the default grids (:func:`memopt.harness.bench.tuning.default_grid`).
         tune_tokens: the token budget of each sweep run (None: the comparison's own budget).
@@ -108,6 +109,15 @@ class CompareConfig:
     tune_tokens: int | None = None
     tune_seeds: int = 1
     use_tuned: bool = True
+
+    def tune_keys(self, label: str) -> list[str]:
+        """The hyperparameters swept for the row ``label``, in order."""
+        keys = []
+        for item in self.tune:
+            scope, _, key = item.rpartition(":")
+            if not scope or scope == label:
+                keys.append(key)
+        return keys
 
     def labels(self) -> list[str]:
         """The row labels (``LABEL=NAME`` items give LABEL)."""
@@ -170,6 +180,7 @@ class CompareConfig:
                 "add it or pick one of them."
             )
         scopes = [s for s in self.hparams if s is not None] + [g.scope for g in self.grids if g.scope is not None]
+        scopes += [item.rpartition(":")[0] for item in self.tune if ":" in item]
         unknown = [s for s in scopes if s not in labels]
         if unknown:
             raise ConfigError(f"{unknown[0]}:...: {unknown[0]!r} is not among --optimizers {','.join(labels)}.")
@@ -181,7 +192,7 @@ class CompareConfig:
             raise ConfigError(
                 f"--tune-tokens {self.tune_tokens}: less than one step of {self.base.tokens_per_step:,} tokens."
             )
-        untuned = sorted({g.key for g in self.grids} - set(self.tune))
+        untuned = sorted({g.key for g in self.grids} - {item.rpartition(":")[2] for item in self.tune})
         if untuned:
             raise ConfigError(f"--grid {untuned[0]}=...: {untuned[0]} is not tuned; add it to --tune.")
 
@@ -254,13 +265,14 @@ class _Runner:
         return sum(losses) / len(losses)
 
     def tune(self, entry: Entry) -> tuple[dict[str, Any], list[Sweep]]:
-        """Sweep ``config.tune`` one after the other; the entry's hyperparameters with the chosen values."""
+        """Sweep the row's ``config.tune`` keys one after the other; its hyperparameters at the chosen values."""
         hparams = dict(entry.hparams)
         sweeps = []
-        for key in self.config.tune:
+        keys = self.config.tune_keys(entry.label)
+        for key in keys:
             values = self.grid(entry, hparams, key)
             losses = [self.sweep_loss(entry, hparams, key, v) for v in values]
-            fixed = {k: hparams[k] for k in self.config.tune[: self.config.tune.index(key)] if k in hparams}
+            fixed = {k: hparams[k] for k in keys[: keys.index(key)] if k in hparams}
             found = Sweep(entry.label, key, values, losses, choose(losses), fixed)
             sweeps.append(found)
             hparams[key] = found.value
@@ -335,7 +347,7 @@ def run_compare(
     tune_steps = math.ceil(tune_budget / config.base.tokens_per_step)
     progress_stream = sys.stderr if progress_stream is None else progress_stream
     runner = _Runner(config, data, CompareProgress(0, 0, stream=progress_stream), hidden)
-    sweep_runs = sum(runner.grid_size(e, k) for e in entries for k in config.tune) * config.tune_seeds
+    sweep_runs = sum(runner.grid_size(e, k) for e in entries for k in config.tune_keys(e.label)) * config.tune_seeds
     total_runs = sweep_runs + len(entries) * config.seeds
     runner.progress = CompareProgress(total_runs, sweep_runs * tune_steps * config.base.tokens_per_step
                                       + len(entries) * config.seeds * budget, stream=progress_stream)  # fmt: skip
@@ -353,10 +365,10 @@ def run_compare(
     sweeps: list[Sweep] = []
     chosen: dict[str, Entry] = {}
     for entry in entries:
-        if config.tune:
+        if config.tune_keys(entry.label):
             hparams, found = runner.tune(entry)
             sweeps.extend(found)
-            sources = {**entry.sources, **dict.fromkeys(config.tune, "--tune (this run)")}
+            sources = {**entry.sources, **dict.fromkeys(config.tune_keys(entry.label), "--tune (this run)")}
             entry = dataclasses.replace(entry, hparams=hparams, sources=sources)
         chosen[entry.label] = entry
     results: dict[str, list[TrainResult]] = {}
@@ -703,7 +715,8 @@ def add_arguments(parser: argparse.ArgumentParser, count: Any = int) -> None:
         default=None,
         metavar="KEY,...",
         help="sweep these hyperparameters per optimizer first, one after the other, e.g. lr or lr,plain_lr "
-        "(plain_lr: the lr of the embeddings and norms, for every optimizer)",
+        "(plain_lr: the lr of the embeddings and norms, for every optimizer); LABEL:KEY for one row alone, "
+        "e.g. lr,adamw_groups:plain_lr",
     )
     group.add_argument(
         "--grid",

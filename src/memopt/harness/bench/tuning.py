@@ -1,6 +1,7 @@
 """Hyperparameter sweeps for ``memopt compare --tune``: grids, and the choice of the best value.
 
-``--tune lr,plain_lr`` tunes the listed hyperparameters of every optimizer one after the other (a
+``--tune lr,plain_lr`` tunes the listed hyperparameters of every optimizer (``LABEL:KEY``: of that one
+alone) one after the other (a
 coordinate search: ``lr`` over its grid with the other values fixed, then ``plain_lr`` at the chosen
 ``lr``). Each grid point is one short run with the same token budget for every optimizer; the value with
 the lowest final validation loss wins (a run that diverges counts as infinitely bad). A choice at either end
@@ -186,8 +187,11 @@ def parse_tune(text: str | None) -> list[str]:
     if text is None:
         return []
     keys = [k.strip() for k in text.split(",")]
-    if not all(k.isidentifier() for k in keys):
-        raise ConfigError(f"--tune {text!r}: give hyperparameter names separated by commas, e.g. --tune lr,plain_lr.")
+    if not all(k.rpartition(":")[2].isidentifier() and k.count(":") <= 1 for k in keys):
+        raise ConfigError(
+            f"--tune {text!r}: give hyperparameter names separated by commas, each optionally for one optimizer, "
+            "e.g. --tune lr,adamw_groups:plain_lr."
+        )
     if len(set(keys)) != len(keys):
         raise ConfigError(f"--tune {text!r}: each hyperparameter once.")
     return keys
