@@ -28,7 +28,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 #: ``memopt compare``'s settings per preset, over the preset's recipe; explicit flags override them
 COMPARE_RECIPES: dict[str, dict[str, Any]] = {
-    "small": {"batch_size": 8, "max_steps": 200, "eval_every": 20, "eval_batches": 16},
+    "small": {"batch_size": 8, "max_steps": 160, "eval_every": 20, "eval_batches": 8},
 }
 
 #: per preset: learning rates from a sweep on :data:`COMPARE_RECIPES`' settings, and the sweep's command
