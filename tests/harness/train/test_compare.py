@@ -145,6 +145,12 @@ def test_the_default_comparison_stays_within_one_pass_with_room_for_ten():
     budget = config.base.total_steps() * config.base.tokens_per_step
     sympy_train_tokens = 9_201_976  # sympy 1.14.0, BPE 2048 (docs/results.md)
     assert budget * 10 <= sympy_train_tokens and budget == 160 * 8 * 128
+    entries = {e.label: e for e in config.entries()}  # learning rates from the recorded sweep on this recipe
+    assert entries["adamw_groups"].hparams == {"plain_lr": 0.2, "lr": 2e-3}
+    assert entries["adamw_groups"].sources["plain_lr"].startswith("sweep for preset small")
+    assert entries["adamw_sn"].hparams == {"lr": 2e-2}
+    untuned = CompareConfig(base=base_config(None, {}, "unused"), use_tuned=False).entries()
+    assert [e.hparams for e in untuned][:2] == [{}, {"plain_lr": 2e-2}]
     explicit = base_config("small", {"max_tokens": 1000}, "unused")
     assert explicit.max_steps is None and explicit.total_steps() == 1  # a token budget replaces compare's steps
 

@@ -32,7 +32,20 @@ COMPARE_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 #: per preset: learning rates from a sweep on :data:`COMPARE_RECIPES`' settings, and the sweep's command
-TUNED: dict[str, dict[str, Any]] = {}
+#: (grid: 5 values, x0.1 to x10 of the registry's, half a decade apart; 163,840 tokens per run, seed 0).
+#: adamw_groups' plain_lr is the top of its grid (the sweep flagged it); docs/results.md has the losses.
+TUNED: dict[str, dict[str, Any]] = {
+    "small": {
+        "command": "memopt compare --preset small --optimizers adamw,adamw_groups,adamw_sn,adamw_snsm,adamw8bit,"
+        "adafactor --tune lr,adamw_groups:plain_lr --seeds 3 --registry-lrs --threads 1",
+        "hparams": {
+            "adamw": {"lr": 2e-3},
+            "adamw_groups": {"lr": 2e-3, "plain_lr": 0.2},
+            "adamw_sn": {"lr": 2e-2},
+            "adamw_snsm": {"lr": 2e-2},
+        },
+    },
+}
 
 
 def compare_recipe(preset: str) -> dict[str, Any]:
