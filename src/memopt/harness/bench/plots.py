@@ -73,7 +73,8 @@ def plot_compare(summary: dict[str, Any], path: Path) -> dict[str, int]:
     drawn = bars.bar(names, mib, color=[colors[i % 10] for i in range(len(rows))])
     for bar, row in zip(drawn, rows, strict=False):
         pct = row["state_pct_of_baseline"]
-        label = f"{row['state_mib']:.2f} MiB" + ("" if pct is None else f"\n{pct:.0f}% of {baseline}")
+        share = "" if pct is None else f"\n{pct:.0f}%" + (f" of {baseline}" if len(rows) <= 4 else "")
+        label = f"{row['state_mib']:.2f} MiB{share}"  # narrow bars (5 or more): a short label
         bars.annotate(
             label,
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
