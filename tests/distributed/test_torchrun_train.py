@@ -21,7 +21,8 @@ pytestmark = pytest.mark.distributed
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 ARGS = [
-    "train", "--preset", "tiny", "--optimizer", "adamw_snsm", "--vocab-size", "512", "--seq-len", "32",
+    "train", "--preset", "tiny", "--data", "builtin:python-reference", "--optimizer", "adamw_snsm",
+    "--vocab-size", "512", "--seq-len", "32",
     "--batch-size", "8", "--grad-accum", "2", "--clip", "0.5", "--eval-every", "8", "--eval-batches", "2",
     "--schedule-steps", "24",
     "--device", "cpu", "--threads", "1", "--quiet",

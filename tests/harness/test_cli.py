@@ -24,6 +24,8 @@ def small_run(tmp_path, tmp_path_factory):
     return [
         "--preset",
         "tiny",
+        "--data",
+        "builtin:python-reference",
         "--vocab-size",
         "400",
         "--seq-len",
@@ -122,7 +124,9 @@ def test_compare_prints_the_table_and_writes_the_summary(capsys, tmp_path, small
     summary = json.loads((out / "summary.json").read_text())
     assert summary["table"] in text
     assert summary["rows"][1]["hparams"]["lr"] == 0.005
+    assert summary["rows"][1]["hparam_sources"]["lr"] == "--opt adamw_sn:"
     assert summary["command"].startswith("memopt compare --preset tiny")
+    assert summary["seeds"] == [0, 1, 2]  # compare's default: three seeds
     assert (out / "compare.png").exists()
 
 
@@ -159,6 +163,8 @@ def test_resume_needs_out_and_a_checkpoint(capsys, tmp_path):
         "--resume",
         "--preset",
         "tiny",
+        "--data",
+        "builtin:python-reference",
         "--out",
         str(tmp_path / "none"),
         "--cache-dir",

@@ -139,70 +139,24 @@ def _train_report(result) -> str:
 
 
 def _add_compare(subparsers) -> Callable:
+    from memopt.harness.bench import compare
+
     parser = subparsers.add_parser(
         "compare",
-        help="compare optimizers on the same model, data and seed (the main job)",
+        help="compare optimizers on the same model, data and seeds (the main job)",
         description="Train the same model on the same data with several optimizers and compare state memory, "
-        "validation loss against tokens, and speed. Writes summary.json, metrics and compare.png.",
+        "validation loss against tokens, and speed, over several seeds, optionally after tuning each "
+        "optimizer (--tune). Writes summary.json, metrics and compare.png.",
     )
-    _add_compare_options(parser)  # compare's own options; to be `compare.add_arguments(parser)`
+    compare.add_arguments(parser, count)  # --optimizers, --baseline, --seeds, --tune, --grid, ...
     _add_run_arguments(parser, "compare")
     return _run_compare
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from memopt.harness.bench.compare import run_compare
-    from memopt.harness.train.config import make_config
-    from memopt.harness.train.distributed import launched
+    from memopt.harness.bench.compare import run_cli
 
-    if launched():
-        raise ConfigError(
-            "memopt compare runs in one process; under torchrun, train each optimizer with `memopt train` "
-            "(same flags) and compare their run folders."
-        )
-    settings = _settings(args, "compare")
-    out = settings["out"] or f"runs/compare-{_timestamp()}"
-    base = make_config(**settings | {"out": out}, save_checkpoints=False)
-    config = _compare_config(args, base)
-    log = (lambda *a, **k: None) if args.quiet else print
-    summary = run_compare(config, log=log, command="memopt " + " ".join(args.argv))
-    print(summary["table"])
-    if not args.quiet:
-        print(f"\nwrote {out}/summary.json, {out}/compare.png and each optimizer's metrics.jsonl")
-    return 0
-
-
-# ---- compare's own options (which optimizers, against which baseline). They belong to bench/compare.py:
-# ---- when it offers add_arguments(parser) and a config from the parsed flags, these two functions go.
-
-
-def _add_compare_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``memopt compare`` beyond a run's flags."""
-    parser.add_argument(
-        "--optimizers",
-        default=None,
-        metavar="A,B,...",
-        help="registry names, comma-separated (default adamw,adamw_sn,adamw_snsm)",
-    )
-    parser.add_argument(
-        "--baseline",
-        default=None,
-        metavar="NAME",
-        help="the optimizer the others are measured against (default adamw)",
-    )
-
-
-def _compare_config(args: argparse.Namespace, base):
-    """The :class:`memopt.harness.bench.compare.CompareConfig` of the parsed flags over the run settings ``base``."""
-    from memopt.harness.bench.compare import DEFAULT_OPTIMIZERS, CompareConfig
-    from memopt.harness.train.optimizers import parse_assignments
-
-    names = (
-        [n.strip() for n in args.optimizers.split(",") if n.strip()] if args.optimizers else list(DEFAULT_OPTIMIZERS)
-    )
-    return CompareConfig(
-        optimizers=names, base=base, hparams=parse_assignments(args.opt), baseline=args.baseline, out=base.out
-    )
+    return run_cli(args, _settings(args, "compare"))
 
 
 # ---------------------------------------------------------------------------------------------- main

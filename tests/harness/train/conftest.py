@@ -19,6 +19,7 @@ def tiny(cache_dir, tmp_path):
 
     def make(out: str = "run", **overrides) -> TrainConfig:
         settings = {
+            "data": "builtin:python-reference",  # small: tokenized in a second (the default corpus takes a minute)
             "vocab_size": 512,
             "seq_len": 32,
             "batch_size": 8,

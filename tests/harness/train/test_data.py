@@ -15,17 +15,40 @@ from memopt.harness.train.errors import ConfigError, DataError
 from memopt.harness.train.tokenizer import EOS, build_tokenizer, byte_tokenizer, eos_id, train_bpe
 
 
-def test_default_corpus_is_the_python_reference():
+def test_the_default_corpus_is_sympys_source_and_splits_the_same_on_every_machine():
+    """The text and its split are fixed by sympy's version: the hashes recorded for 1.14.0 must match."""
+    import sympy
+
     corpus = corpus_lib.default_corpus()
-    assert corpus.name.startswith("pydoc_data.topics")
-    assert corpus.num_chars > 100_000
+    assert corpus.name == f"sympy {sympy.__version__} source" and corpus.info["builtin"] == "sympy"
     assert corpus_lib.load_corpus(None).documents == corpus.documents
+    assert corpus_lib.load_corpus("builtin:sympy").documents == corpus.documents
+    recorded = corpus_lib.RECORDED_HASHES["sympy"].get(sympy.__version__)
+    if recorded is None:
+        pytest.skip(f"no hash recorded for sympy {sympy.__version__} (recorded: 1.14.0)")
+    assert corpus.info["sha256"] == recorded["documents"] and corpus.info["verified"] is True
+    train, val = corpus_lib.split_corpus(corpus, 0.05)
+    assert corpus_lib.fingerprint(train) == recorded["train"]
+    assert corpus_lib.fingerprint(val) == recorded["val"]
+    # 26.2M characters: 9,201,976 training tokens with the 2048-token BPE (docs/results.md), > 5M
+    assert (len(corpus.documents), corpus.num_chars, len(train), len(val)) == (1452, 26_152_445, 2409, 126)
+
+
+def test_builtin_corpora_refuse_unknown_names_and_modified_text(monkeypatch):
+    with pytest.raises(ConfigError, match=r"--data builtin:sympi: unknown built-in corpus \(did you mean 'sympy'"):
+        corpus_lib.load_corpus("builtin:sympi")
+    version = corpus_lib.python_reference_corpus().info["version"]
+    monkeypatch.setitem(corpus_lib.RECORDED_HASHES, "python-reference", {version: {"documents": "0" * 64}})
+    with pytest.raises(DataError, match=r"differs from the released .*the install was modified"):
+        corpus_lib.load_corpus("builtin:python-reference")
+    monkeypatch.setitem(corpus_lib.RECORDED_HASHES, "python-reference", {})
+    assert corpus_lib.load_corpus("builtin:python-reference").info["verified"] is None  # unrecorded: unverified
 
 
 def test_split_is_deterministic_disjoint_and_covers_the_text():
-    corpus = corpus_lib.default_corpus()
+    corpus = corpus_lib.python_reference_corpus()
     train_a, val_a = corpus_lib.split_corpus(corpus, 0.05)
-    train_b, val_b = corpus_lib.split_corpus(corpus_lib.default_corpus(), 0.05)
+    train_b, val_b = corpus_lib.split_corpus(corpus_lib.python_reference_corpus(), 0.05)
     assert train_a == train_b and val_a == val_b
     assert corpus_lib.fingerprint(train_a) == corpus_lib.fingerprint(train_b)
     total = sum(len(p.text) for p in train_a + val_a)
@@ -37,13 +60,13 @@ def test_split_is_deterministic_disjoint_and_covers_the_text():
 
 def test_split_rejects_a_bad_fraction_and_too_little_text():
     with pytest.raises(ConfigError, match=r"--val-fraction 0.9: must be in \(0, 0.5\]"):
-        corpus_lib.split_corpus(corpus_lib.default_corpus(), 0.9)
+        corpus_lib.split_corpus(corpus_lib.python_reference_corpus(), 0.9)
     with pytest.raises(DataError, match="too few to hold out a validation split"):
         corpus_lib.split_corpus(corpus_lib.Corpus("one line", ["hello world"]), 0.05)
 
 
 def test_bpe_tokenizer_is_deterministic_and_round_trips():
-    texts = [p.text for p in corpus_lib.split_corpus(corpus_lib.default_corpus(), 0.05)[0][:60]]
+    texts = [p.text for p in corpus_lib.split_corpus(corpus_lib.python_reference_corpus(), 0.05)[0][:60]]
     first, second = train_bpe(texts, 600), train_bpe(texts, 600)
     assert first.to_str() == second.to_str()
     assert first.get_vocab_size() == 600
@@ -88,6 +111,29 @@ def test_prepare_data_caches_by_content_and_settings(tmp_path):
     tokens = byte.meta["train_tokens"] + byte.meta["val_tokens"]
     documents = 1
     assert tokens == len(("The quick brown fox jumps over the lazy dog.\n" * 400).encode()) + documents
+
+
+def test_two_runs_preparing_the_same_data_at_once_both_get_it(tmp_path):
+    """The cache entry is built in a temporary folder and renamed into place: of two concurrent builders
+    one wins, the other's copy is discarded, and both load the same tokens."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    text = tmp_path / "text.txt"
+    text.write_text("".join(f"line {i} of some text to tokenize\n" for i in range(3000)))
+    config = DataConfig(path=str(text), vocab_size=300, cache_dir=str(tmp_path / "cache"))
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: prepare_data(config), range(2))
+    assert first.key == second.key
+    assert np.array_equal(np.asarray(first.train), np.asarray(second.train))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [first.key]  # no temporary folder left
+
+
+def test_a_large_corpus_trains_its_bpe_on_a_sample():
+    from memopt.harness.train.data import BPE_SAMPLE_CHARS, bpe_sample_every
+
+    piece = corpus_lib.Piece("x" * 1000, False)
+    assert bpe_sample_every([piece] * 10) == 1
+    assert bpe_sample_every([piece] * (3 * BPE_SAMPLE_CHARS // 1000)) == 3
 
 
 def test_jsonl_and_directories(tmp_path):

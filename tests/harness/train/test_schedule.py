@@ -54,3 +54,22 @@ def test_schedule_errors():
         build_scheduler(optimizer, ScheduleConfig("cosin"), 10, 1.0)
     with pytest.raises(ConfigError, match="--warmup-steps 10: must be at least 0 and below the schedule's 10"):
         build_scheduler(optimizer, ScheduleConfig("cosine", warmup_steps=10), 10, 1.0)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "sgdr"])
+def test_groups_with_their_own_rates_decay_to_their_own_floors(kind):
+    """Two groups at 1.0 and 0.05 (the harness's plain_lr): each follows the one-group schedule scaled to
+    its own peak, so the smaller rate never rises to the larger one's floor."""
+    config = ScheduleConfig(kind, warmup_steps=3, min_lr_ratio=0.1, restart_steps=6)
+    first, second = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [first]}, {"params": [second], "lr": 0.05}], lr=1.0)
+    scheduler = build_scheduler(optimizer, config, 20, 1.0)
+    pairs = []
+    for _ in range(20):
+        pairs.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    alone = lrs(config, 20)
+    assert [p[0] for p in pairs] == pytest.approx(alone)
+    assert [p[1] for p in pairs] == pytest.approx([0.05 * v for v in alone])
+    assert min(p[1] for p in pairs) >= 0.005 - 1e-12 and max(p[1] for p in pairs) <= 0.05 + 1e-12

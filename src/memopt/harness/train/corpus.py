@@ -1,9 +1,20 @@
-"""Training text: the default corpus, the user's files, and a deterministic train/validation split.
+"""Training text: the built-in corpora, the user's files, and a deterministic train/validation split.
 
-A corpus is a list of documents (strings). The default corpus is the Python language reference that the
-standard library ships in :mod:`pydoc_data.topics` (about 465 KB of English prose with code examples), so it
-is on every machine with Python and nothing is downloaded. ``--data PATH`` takes a text file, a JSON Lines
-file (one object per line with a ``"text"`` field), or a directory of such files.
+A corpus is a list of documents (strings). Nothing is ever downloaded; the built-in corpora are text that
+is installed wherever memopt is (``--data builtin:NAME``, :data:`BUILTIN_CORPORA`):
+
+* ``sympy`` (the default): the Python source of the installed SymPy package (a dependency of torch, so it
+  is on every machine with memopt), every ``*.py`` file in sorted order, one document per file: code with
+  long English docstrings and doctests, about 26 million characters and 9 million tokens with the default
+  2048-token BPE, enough that ten default ``memopt compare`` budgets stay within one pass over the data.
+  The text is fixed by SymPy's version; :data:`RECORDED_HASHES` holds its SHA-256 per version, and a
+  recorded version whose files differ (an edited install) is refused.
+* ``python-reference``: the Python language reference that the standard library ships in
+  :mod:`pydoc_data.topics` (about 465 KB of prose; it changes a little between Python versions). Small and
+  quick to tokenize, for tests; too small for long runs (a few passes per default budget).
+
+``--data PATH`` takes a text file, a JSON Lines file (one object per line with a ``"text"`` field), or a
+directory of such files.
 
 The split cuts every document into pieces of a few KB at line boundaries and sends every ``period``-th piece
 (``period = round(1 / val_fraction)``) to validation. It depends only on the text, so it is the same on
@@ -16,23 +27,50 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from memopt.harness.train.choices import closest
 from memopt.harness.train.errors import ConfigError, DataError
 
 #: Suffixes read from a directory given as ``--data``.
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 DEFAULT_CORPUS_NAME = "pydoc_data.topics"
+#: ``--data builtin:NAME`` selects a built-in corpus
+BUILTIN_PREFIX = "builtin:"
+#: the corpus used without ``--data``
+DEFAULT_BUILTIN = "sympy"
+
+#: SHA-256 of each built-in corpus's documents (:func:`documents_sha256`) per version of its source, and of
+#: its default split (``val_fraction`` 0.05, :func:`fingerprint` of each side). A recorded version whose text
+#: differs is refused; an unrecorded one is used and reported as unverified.
+RECORDED_HASHES: dict[str, dict[str, dict[str, str]]] = {
+    "sympy": {
+        "1.14.0": {
+            "documents": "bc9bdfc2e0cdd06582ba4721fe87f47e9b3a122f42af02324c9bf57306556b46",
+            "train": "a7995307213bef6546f2e582702208498b93e755ace5d5660ea70fd89ba8f451",
+            "val": "419d569d9449c62415206b0ba1d58ee4a982a009de6586783d6f15e681f3e722",
+        },
+    },
+}
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """Documents of text with a name saying where they came from."""
+    """Documents of text with a name saying where they came from.
+
+    Attributes:
+        name: where the text came from (shown in tables and ``summary.json``).
+        documents: the texts.
+        info: for built-in corpora, ``builtin`` (its name), ``version`` (of the package or Python that
+            ships it), ``sha256`` (:func:`documents_sha256`) and ``verified`` (the hash matches the one
+            recorded for that version; None if no hash is recorded for it).
+    """
 
     name: str
     documents: list[str]
+    info: dict = field(default_factory=dict, compare=False)
 
     @property
     def num_chars(self) -> int:
@@ -48,24 +86,95 @@ class Piece:
     ends_document: bool
 
 
-def default_corpus() -> Corpus:
+def python_reference_corpus() -> Corpus:
     """The Python language reference shipped with the standard library, one document per topic."""
     import pydoc_data.topics
 
     topics = pydoc_data.topics.topics
     documents = [topics[key] for key in sorted(topics)]
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    return Corpus(name=f"{DEFAULT_CORPUS_NAME} (Python {version})", documents=documents)
+    info = {"builtin": "python-reference", "version": sys.version.split()[0]}
+    return Corpus(name=f"{DEFAULT_CORPUS_NAME} (Python {version})", documents=documents, info=info)
+
+
+def sympy_corpus() -> Corpus:
+    """The source of the installed SymPy package: every ``*.py`` file, sorted by path, one document each.
+
+    Files are decoded from their exact bytes (no newline translation), so the text depends only on
+    SymPy's version.
+
+    Raises:
+        DataError: SymPy is not installed, or its files differ from those recorded for its version.
+    """
+    try:
+        import sympy
+    except ImportError as exc:  # a dependency of torch, so this is a broken install
+        raise DataError(
+            "the default corpus is the source of the sympy package, which is not installed: "
+            "`pip install sympy`, or give your own text with --data PATH."
+        ) from exc
+    root = Path(sympy.__file__).parent
+    files = sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix())
+    documents = [d for d in (p.read_bytes().decode("utf-8") for p in files) if d.strip()]
+    info = {"builtin": "sympy", "version": sympy.__version__}
+    return Corpus(name=f"sympy {sympy.__version__} source", documents=documents, info=info)
+
+
+#: ``--data builtin:NAME``: the built-in corpora by name
+BUILTIN_CORPORA = {"sympy": sympy_corpus, "python-reference": python_reference_corpus}
+
+
+def documents_sha256(documents: list[str]) -> str:
+    """SHA-256 of the documents' text and boundaries (independent of any split)."""
+    digest = hashlib.sha256()
+    for document in documents:
+        data = document.encode("utf-8")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def builtin_corpus(name: str) -> Corpus:
+    """The built-in corpus ``name``, its hash checked against :data:`RECORDED_HASHES`.
+
+    Raises:
+        ConfigError: unknown name.
+        DataError: the text differs from the one recorded for its version.
+    """
+    if name not in BUILTIN_CORPORA:
+        raise ConfigError(
+            f"--data {BUILTIN_PREFIX}{name}: unknown built-in corpus{closest(name, BUILTIN_CORPORA)}; choose "
+            f"one of {', '.join(BUILTIN_PREFIX + n for n in BUILTIN_CORPORA)}, or give a file or directory."
+        )
+    corpus = BUILTIN_CORPORA[name]()
+    sha = documents_sha256(corpus.documents)
+    recorded = RECORDED_HASHES.get(name, {}).get(corpus.info["version"])
+    if recorded is not None and recorded["documents"] != sha:
+        raise DataError(
+            f"--data {BUILTIN_PREFIX}{name}: the installed text ({corpus.name}) differs from the released "
+            f"{corpus.info['version']} (SHA-256 {sha[:16]}..., recorded {recorded['documents'][:16]}...); "
+            "the install was modified. Reinstall it, or give your own text with --data PATH."
+        )
+    corpus.info.update(sha256=sha, verified=None if recorded is None else True)
+    return corpus
+
+
+def default_corpus() -> Corpus:
+    """The corpus used without ``--data``: :data:`DEFAULT_BUILTIN`."""
+    return builtin_corpus(DEFAULT_BUILTIN)
 
 
 def load_corpus(path: str | Path | None) -> Corpus:
-    """Load the default corpus (``path`` is None) or the user's text at ``path``.
+    """Load the default corpus (``path`` is None), a built-in one (``builtin:NAME``) or the user's text.
 
     Raises:
         DataError: the path does not exist, holds no readable text, or a JSON Lines record is malformed.
+        ConfigError: an unknown built-in corpus.
     """
     if path is None:
         return default_corpus()
+    if isinstance(path, str) and path.startswith(BUILTIN_PREFIX):
+        return builtin_corpus(path[len(BUILTIN_PREFIX) :])
     root = Path(path).expanduser()
     if not root.exists():
         raise DataError(

@@ -1,9 +1,9 @@
 """Tokenized training data: prepared once, cached on disk as memory-mapped numpy arrays, served in batches.
 
-:func:`prepare_data` loads the corpus, splits it, trains the tokenizer on the training split and tokenizes
-both splits. The result is cached in ``<cache>/<key>/`` where the key is a hash of the text and of every
-setting that changes the tokens, so a second run (or a second optimizer in ``memopt compare``) starts at
-once and an edited file is never served stale.
+:func:`prepare_data` loads the corpus, splits it, trains the tokenizer on the training split (every k-th
+piece of a large one) and tokenizes both splits. The result is cached in ``<cache>/<key>/`` where the key
+is a hash of the text and of every setting that changes the tokens, so a second run (or a second optimizer
+in ``memopt compare``) starts at once and an edited file is never served stale.
 
 :class:`TokenBatches` cuts the training tokens into non-overlapping blocks of ``seq_len`` tokens and serves
 them in an order shuffled once per epoch. Batch ``k`` is a pure function of ``(seed, k)``, so the data
@@ -31,6 +31,9 @@ from memopt.harness.train.tokenizer import build_tokenizer, eos_id
 
 #: Bump when the cached files' layout or the tokenization changes.
 CACHE_FORMAT = 1
+#: The BPE is trained on at most about this many characters of the training split: every k-th piece of a
+#: larger split (k = ceil(characters / this)), so a 26 MB corpus trains its tokenizer in seconds.
+BPE_SAMPLE_CHARS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "memopt"
 
 
-def _cache_key(config: DataConfig, train_hash: str, val_hash: str) -> str:
+def bpe_sample_every(train_pieces: list[corpus_lib.Piece]) -> int:
+    """Every how many training pieces the BPE trains on (1: all; see :data:`BPE_SAMPLE_CHARS`)."""
+    characters = sum(len(p.text) for p in train_pieces)
+    return max(1, -(-characters // BPE_SAMPLE_CHARS))
+
+
+def _cache_key(config: DataConfig, train_hash: str, val_hash: str, sample_every: int = 1) -> str:
     settings = {
         "format": CACHE_FORMAT,
         "tokenizer": config.tokenizer,
@@ -84,6 +93,8 @@ def _cache_key(config: DataConfig, train_hash: str, val_hash: str) -> str:
         "train": train_hash,
         "val": val_hash,
     }
+    if config.tokenizer == "bpe" and sample_every > 1:  # named only when used: smaller corpora keep their keys
+        settings["bpe_sample_every"] = sample_every
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -94,12 +105,13 @@ def _token_dtype(vocab_size: int) -> np.dtype:
 def _tokenize(tokenizer: Tokenizer, pieces: list[corpus_lib.Piece], dtype: np.dtype) -> np.ndarray:
     """Encode pieces into one token stream, with EOS after each document's last piece."""
     eos = eos_id(tokenizer)
-    encodings = tokenizer.encode_batch([p.text for p in pieces])
     parts = []
-    for piece, encoding in zip(pieces, encodings, strict=True):
-        parts.append(np.asarray(encoding.ids, dtype=dtype))
-        if piece.ends_document:
-            parts.append(np.asarray([eos], dtype=dtype))
+    for start in range(0, len(pieces), 256):  # in chunks, so a large corpus's encodings never all live at once
+        chunk = pieces[start : start + 256]
+        for piece, encoding in zip(chunk, tokenizer.encode_batch([p.text for p in chunk]), strict=True):
+            parts.append(np.asarray(encoding.ids, dtype=dtype))
+            if piece.ends_document:
+                parts.append(np.asarray([eos], dtype=dtype))
     return np.concatenate(parts)
 
 
@@ -112,12 +124,16 @@ def prepare_data(config: DataConfig) -> PreparedData:
     """
     corpus = corpus_lib.load_corpus(config.path)
     train_pieces, val_pieces = corpus_lib.split_corpus(corpus, config.val_fraction)
-    key = _cache_key(config, corpus_lib.fingerprint(train_pieces), corpus_lib.fingerprint(val_pieces))
+    sample_every = bpe_sample_every(train_pieces)
+    key = _cache_key(config, corpus_lib.fingerprint(train_pieces), corpus_lib.fingerprint(val_pieces), sample_every)
     cache_root = Path(config.cache_dir).expanduser() if config.cache_dir else default_cache_dir()
     entry = cache_root / key
     if not (entry / "meta.json").exists():
         _build_entry(config, corpus, train_pieces, val_pieces, key, entry)
-    return _load_entry(entry, key)
+    data = _load_entry(entry, key)
+    if corpus.info:  # a built-in corpus: its version, hash and whether the hash is the recorded one
+        data.meta["corpus_info"] = dict(corpus.info)
+    return data
 
 
 def _build_entry(
@@ -128,8 +144,10 @@ def _build_entry(
     key: str,
     entry: Path,
 ) -> None:
-    """Tokenize into a temporary folder beside ``entry`` and rename it into place (atomic)."""
-    tokenizer = build_tokenizer(config.tokenizer, (p.text for p in train_pieces), config.vocab_size)
+    """Tokenize into a temporary folder beside ``entry`` and rename it into place (atomic: of two runs
+    that build the same entry at once, the first rename wins and the other's copy is discarded)."""
+    sample = train_pieces[:: bpe_sample_every(train_pieces)]
+    tokenizer = build_tokenizer(config.tokenizer, (p.text for p in sample), config.vocab_size)
     dtype = _token_dtype(tokenizer.get_vocab_size())
     train = _tokenize(tokenizer, train_pieces, dtype)
     val = _tokenize(tokenizer, val_pieces, dtype)

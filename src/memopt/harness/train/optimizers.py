@@ -3,6 +3,13 @@
 The harness takes any registry name: names, defaults and construction all come from
 :func:`memopt.list_optimizers`, :func:`memopt.registry.specs.recommended_hparams` and
 :func:`memopt.build_optimizer`, so a new optimizer needs no change here.
+
+One hyperparameter is the harness's own and works with every optimizer: ``plain_lr``, the learning rate
+of the *plain group*, every parameter that is not the 2-D weight of an ``nn.Linear`` (embeddings, norms,
+biases). The Subset-Norm presets already keep those parameters in a group of their own, which ``plain_lr``
+sets apart; an optimizer that treats all parameters alike (AdamW, Adafactor, ...) is given the same two
+groups, so that AdamW with per-group learning rates can be compared with the compressed presets (their
+effect is then not mixed up with a larger learning rate on the embeddings).
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from memopt.harness.train.choices import closest
 from memopt.harness.train.errors import ConfigError
 from memopt.registry import specs as registry
 from memopt.state.accounting import state_bytes as count_state_bytes
+
+#: the harness's own hyperparameter: the learning rate of the plain group (see the module's docstring)
+PLAIN_LR = "plain_lr"
 
 
 def optimizer_names() -> dict[str, str]:
@@ -39,8 +49,8 @@ def recommended_hparams(name: str) -> dict[str, Any]:
 
 
 def accepted_hparams(name: str) -> set[str]:
-    """Hyperparameters the registry's ``name`` accepts."""
-    return set(registry.accepted_hparams(name))
+    """Hyperparameters the registry's ``name`` accepts, and the harness's :data:`PLAIN_LR`."""
+    return set(registry.accepted_hparams(name)) | {PLAIN_LR}
 
 
 def size_hparams(name: str, hidden_size: int | None) -> dict[str, Any]:
@@ -76,13 +86,49 @@ def build(model: torch.nn.Module, name: str, hparams: dict[str, Any]) -> torch.o
         ConfigError: the registry rejects the name or a hyperparameter; the message says which.
     """
     check_name(name)
+    settings = dict(hparams)
+    plain_lr = settings.pop(PLAIN_LR, None)
     try:
-        return registry.build_optimizer(model, name, **hparams)
+        optimizer = registry.build_optimizer(model, name, **settings)
+        if plain_lr is not None:
+            set_plain_lr(model, optimizer, float(plain_lr))
+        return optimizer
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in sorted(hparams.items()))
         raise ConfigError(
             f"--optimizer {name} with {given}: {exc}. Check the --opt/--lr values; `memopt list` shows the optimizers."
         ) from exc
+
+
+def set_plain_lr(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give the plain group (parameters that are not ``nn.Linear`` weights) the learning rate ``lr``.
+
+    A group holding both kinds is split first: its plain parameters move to a new group with the same
+    settings (:meth:`torch.optim.Optimizer.add_param_group`). Call before the first step.
+
+    Raises:
+        ValueError: ``lr`` is negative, or the optimizer already has state.
+    """
+    if not lr >= 0:
+        raise ValueError(f"{PLAIN_LR} must be non-negative, got {lr}")
+    if any(optimizer.state.values()):
+        raise ValueError(f"{PLAIN_LR} is set before the first step; this optimizer already has state")
+    is_linear = registry.linear_weight_split(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in list(optimizer.param_groups):
+        kinds = [is_linear(names.get(id(p), ""), p) for p in group["params"]]
+        if not any(kinds):
+            group["lr"] = lr
+        elif not all(kinds):
+            moved = [p for p, linear in zip(group["params"], kinds, strict=True) if not linear]
+            group["params"] = [p for p, linear in zip(group["params"], kinds, strict=True) if linear]
+            new = {k: v for k, v in group.items() if k not in ("params", "param_names")}
+            new.update(params=moved, lr=lr)
+            if "param_names" in group:
+                all_names = group["param_names"]
+                new["param_names"] = [n for n, linear in zip(all_names, kinds, strict=True) if not linear]
+                group["param_names"] = [n for n, linear in zip(all_names, kinds, strict=True) if linear]
+            optimizer.add_param_group(new)
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -104,6 +150,16 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def split_scoped(item: str) -> tuple[str | None, str, str, str]:
+    """``[SCOPE:]KEY=VALUE`` as ``(scope or None, key, "=" or "" if absent, value)``, stripped."""
+    key, sep, value = item.partition("=")
+    scope: str | None = None
+    if ":" in key:
+        scope, _, key = key.partition(":")
+        scope = scope.strip()
+    return scope, key.strip(), sep, value
+
+
 def parse_assignments(items: list[str], flag: str = "--opt") -> dict[str | None, dict[str, Any]]:
     """Parse ``KEY=VALUE`` and ``OPTIMIZER:KEY=VALUE`` items into ``{optimizer or None: {key: value}}``.
 
@@ -114,12 +170,7 @@ def parse_assignments(items: list[str], flag: str = "--opt") -> dict[str | None,
     """
     parsed: dict[str | None, dict[str, Any]] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        scope: str | None = None
-        if ":" in key:
-            scope, _, key = key.partition(":")
-            scope = scope.strip()
-        key = key.strip()
+        scope, key, sep, value = split_scoped(item)
         if not sep or not key.isidentifier():
             raise ConfigError(
                 f"{flag} {item!r}: expected KEY=VALUE (or OPTIMIZER:KEY=VALUE), e.g. {flag} rank=64 or "

@@ -7,10 +7,16 @@
 * ``constant``: linear warm-up then a constant rate (``ConstantLR`` with factor 1).
 
 The scheduler is stepped once per optimizer step; its ``state_dict`` round-trips through checkpoints.
+
+When the optimizer's groups have different learning rates (the harness's ``plain_lr``), each group decays
+to ``min_lr_ratio`` times its *own* rate: the decay is then a ``LambdaLR`` factor applied to every group's
+peak, with the same cosine / SGDR shape (torch's cosine schedulers take one absolute floor for all groups,
+which would send a group whose rate is below the floor upwards).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch.optim import Optimizer
@@ -18,6 +24,7 @@ from torch.optim.lr_scheduler import (
     ConstantLR,
     CosineAnnealingLR,
     CosineAnnealingWarmRestarts,
+    LambdaLR,
     LinearLR,
     LRScheduler,
     SequentialLR,
@@ -68,15 +75,15 @@ def build_scheduler(optimizer: Optimizer, config: ScheduleConfig, total_steps: i
         raise ConfigError(f"--min-lr-ratio {config.min_lr_ratio}: must be between 0 and 1.")
     decay_steps = total_steps - warmup
     eta_min = config.min_lr_ratio * peak_lr
+    period = _sgdr_period(config, decay_steps)
+    if config.kind == "sgdr" and (period < 1 or config.restart_mult < 1):
+        raise ConfigError(f"--restart-steps {period} / --restart-mult {config.restart_mult}: both must be at least 1.")
     main: LRScheduler
-    if config.kind == "cosine":
+    if config.kind in ("cosine", "sgdr") and len({float(g["lr"]) for g in optimizer.param_groups}) > 1:
+        main = LambdaLR(optimizer, _RelativeCosine(config, decay_steps))
+    elif config.kind == "cosine":
         main = CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=eta_min)
     elif config.kind == "sgdr":
-        period = config.restart_steps or max(1, decay_steps // 10)
-        if period < 1 or config.restart_mult < 1:
-            raise ConfigError(
-                f"--restart-steps {period} / --restart-mult {config.restart_mult}: both must be at least 1."
-            )
         main = CosineAnnealingWarmRestarts(optimizer, T_0=period, T_mult=config.restart_mult, eta_min=eta_min)
     else:
         main = ConstantLR(optimizer, factor=1.0, total_iters=0)
@@ -84,3 +91,25 @@ def build_scheduler(optimizer: Optimizer, config: ScheduleConfig, total_steps: i
         return main
     ramp = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
     return SequentialLR(optimizer, schedulers=[ramp, main], milestones=[warmup])
+
+
+def _sgdr_period(config: ScheduleConfig, decay_steps: int) -> int:
+    return config.restart_steps or max(1, decay_steps // 10)
+
+
+class _RelativeCosine:
+    """The cosine (or SGDR) decay as a factor of each group's peak: ``r + (1 - r) (1 + cos(pi t / T)) / 2``
+    with ``r = min_lr_ratio``, ``t`` the steps since the (last) restart and ``T`` the period."""
+
+    def __init__(self, config: ScheduleConfig, decay_steps: int):
+        self.ratio = config.min_lr_ratio
+        self.sgdr = config.kind == "sgdr"
+        self.period = _sgdr_period(config, decay_steps) if self.sgdr else decay_steps
+        self.mult = config.restart_mult
+
+    def __call__(self, step: int) -> float:
+        t, period = step, self.period
+        if self.sgdr:
+            while t >= period:  # CosineAnnealingWarmRestarts' T_cur and T_i
+                t, period = t - period, period * self.mult
+        return self.ratio + (1.0 - self.ratio) * (1.0 + math.cos(math.pi * t / period)) / 2.0
