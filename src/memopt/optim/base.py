@@ -59,6 +59,31 @@ def check_storage_options(group: dict) -> None:
     check_bool("stochastic_rounding", group["stochastic_rounding"])
 
 
+def _names_like_the_others(param_group: dict[str, Any], groups: list[dict]) -> dict[str, Any]:
+    """``param_group`` with ``param_names`` exactly when the existing groups have them.
+
+    ``torch.optim.Optimizer.add_param_group`` refuses a group with names next to groups without, and the
+    reverse; ``memopt.build_optimizer`` names its groups' parameters (for messages), so a plain
+    ``optimizer.add_param_group({"params": [p]})`` would fail. A group added without names gets positional
+    ones (``param_groups[3][0]``); names given to an optimizer whose groups have none are dropped.
+    """
+    if not groups:
+        return param_group
+    named_before = "param_names" in groups[0]
+    params = param_group["params"]
+    params = [params] if torch.is_tensor(params) else list(params)
+    if named_before and "param_names" not in param_group and not any(isinstance(p, tuple) for p in params):
+        index = len(groups)
+        return {
+            **param_group,
+            "params": params,
+            "param_names": [f"param_groups[{index}][{j}]" for j in range(len(params))],
+        }
+    if not named_before and "param_names" in param_group:
+        return {k: v for k, v in param_group.items() if k != "param_names"}
+    return param_group
+
+
 class MemoptBase(Optimizer):
     """Base of all memopt optimizers: validated groups, named errors, the per-parameter contract, the state
     template and exact state loading.
@@ -68,7 +93,7 @@ class MemoptBase(Optimizer):
     """
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
+        super().add_param_group(_names_like_the_others(param_group, self.param_groups))
         group = self.param_groups[-1]
         try:
             self._complete_group(group)
