@@ -34,12 +34,13 @@ def _train_mlp(make) -> float:
 
 
 def test_adamw_4bit_trains_an_mlp_about_as_well_as_float32():
-    # measured (torch 2.13 CPU): initial loss 0.495; after 100 steps float32 AdamW 2.9e-4, 4-bit 4.2e-4
-    # (the 32 x 256 weight is 4-bit; the rest is under 4096 elements and stays float32)
+    # measured (torch 2.13 CPU): initial loss 0.495; after 100 steps float32 AdamW 2.63e-4, 8-bit 2.65e-4,
+    # 4-bit 3.74e-4 (gap 1.1e-4; with the linear zero-free map for v instead of DE-0: about 6e-3). The
+    # 32 x 256 weight is 4-bit; the other tensors are under 4096 elements and stay float32.
     full, _ = _train_mlp(_adamw("float32", lr=3e-3))
     four, optimizer = _train_mlp(_adamw("4bit", lr=3e-3))
     assert full < 1e-3
-    assert four - full < 1e-3  # within 0.2% of the initial loss
+    assert four - full < 5e-4  # about 4x the measured gap; 0.1% of the initial loss
     state = optimizer.state[optimizer.param_groups[0]["params"][0]]
     assert format_of(state, "exp_avg") == Blockwise4bit(True, 128)
     assert format_of(state, "exp_avg_sq") == Blockwise4bit(False, 128)
