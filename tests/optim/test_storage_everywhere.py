@@ -30,6 +30,7 @@ FACTORIES = {
 }
 STORAGES = {
     "8bit": {"state_storage": "8bit", "quant_block_size": 128},
+    "4bit": {"state_storage": "4bit"},
     "bfloat16_sr": {"state_storage": "bfloat16", "stochastic_rounding": True},
     "float32": {"state_storage": "float32"},
 }

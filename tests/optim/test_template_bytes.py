@@ -18,6 +18,7 @@ STORAGE = {
     "bfloat16": {"state_storage": "bfloat16", "stochastic_rounding": True},
     "8bit": {"state_storage": "8bit"},
     "8bit_block_100": {"state_storage": "8bit", "quant_block_size": 100},  # a partial last block
+    "4bit": {"state_storage": "4bit"},
 }
 #: registry-name variants whose state differs from the defaults'
 EXTRA = {

@@ -31,7 +31,7 @@ from torch.optim import Optimizer
 
 from memopt.estimators.base import ParamStep
 from memopt.state import quantization, sharding, storage
-from memopt.state.formats import flatten_state, unflatten_state
+from memopt.state.formats import flatten_state, sharded_4bit_message, unflatten_state
 from memopt.state.rounding import rounding_generator
 from memopt.state.template import StateSlot, create_state
 from memopt.validation import check_bool, check_choice, check_positive_int
@@ -116,6 +116,10 @@ class MemoptBase(Optimizer):
                 )
         if "state_storage" in group:
             check_storage_options(group)
+            if group["state_storage"] == "4bit":
+                for position, param in enumerate(group["params"]):
+                    if sharding.spec_of(param).sharded:
+                        raise ValueError(sharded_4bit_message(param_name(group, group_index, position, param)))
 
     # ------------------------------------------------------------------------------------------- state
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
@@ -202,6 +206,16 @@ class MemoptBase(Optimizer):
                 )
         sharding.check_loaded_layout(fresh, state, name)
 
+    def _template_entries(self, param: torch.Tensor, group: dict) -> dict[str, Any]:
+        """The entries this optimizer creates for ``param`` (and its group), on the meta device: the logical
+        shapes of states whose checkpoint layout does not keep them (4-bit codes are packed flat)."""
+        meta = param.detach().to("meta")
+        entries: dict = {}
+        if group["params"] and param is group["params"][0]:
+            entries.update(create_state(meta, group, self.group_state_template(meta, group)))
+        self._init_state(meta, entries, group)
+        return entries
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a ``state_dict()``, keeping every state tensor's dtype exactly as saved.
 
@@ -228,7 +242,7 @@ class MemoptBase(Optimizer):
             param, group, name = params_by_id[pid]
             state = {k: v.to(device=param.device) if torch.is_tensor(v) else copy.deepcopy(v) for k, v in saved.items()}
             self._check_loaded_state(param, state, group, name)
-            new_state[param] = unflatten_state(state)
+            new_state[param] = unflatten_state(state, like=self._template_entries(param, group))
         self.state = new_state
 
     def state_dict(self) -> dict[str, Any]:

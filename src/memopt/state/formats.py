@@ -138,12 +138,14 @@ class QuantizedState:
 
     codes: torch.Tensor
     maxima: torch.Tensor
-    format: Blockwise8bit
+    format: Blockwise8bit | Blockwise4bit
+    #: the state's shape when the codes do not have it (4-bit: the codes are packed flat)
+    logical_shape: tuple[int, ...] | None = None
 
     @property
     def shape(self) -> torch.Size:
-        """The state's global shape (the codes')."""
-        return self.codes.shape
+        """The state's global shape (the codes', unless packed)."""
+        return self.codes.shape if self.logical_shape is None else torch.Size(self.logical_shape)
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The tensors it holds (codes, maxima), e.g. for memory accounting."""
@@ -244,6 +246,90 @@ class Blockwise8bit(StateFormat):
         return _piece_numel(shape, spec, sharded) + 4 * _piece_numel((blocks,), spec, own) + len(self.tag.encode())
 
 
+@dataclass(frozen=True)
+class Blockwise4bit(StateFormat):
+    """Block-wise 4-bit quantization (:func:`.quantization.quantize_4bit`; Li, Chen & Zhu, NeurIPS 2023):
+    the signed dynamic exponent map for states of either sign, the linear map without zero for non-negative
+    ones; two codes per byte, packed flat, and one float32 maximum per ``block_size`` elements. Its entries
+    are :class:`QuantizedState` objects with ``logical_shape`` set. In a checkpoint: the packed codes under
+    ``key``, the maxima under ``key + "_absmax"`` and the tag (e.g. ``"signed4/128"``) under ``key + "_qmap"``.
+
+    FSDP2-sharded parameters are refused: the packed bytes and the blocks run over the flat state, which a
+    row cut of the parameter does not follow (a boundary can fall inside a byte or a block)."""
+
+    signed: bool
+    block_size: int = quantization.FOUR_BIT_BLOCK_SIZE
+
+    MAXIMA = "_absmax"
+    MAP = "_qmap"
+
+    def entries(self, key):
+        return (key, key + self.MAXIMA, key + self.MAP)
+
+    @property
+    def tag(self) -> str:
+        return f"{'signed' if self.signed else 'unsigned'}4/{self.block_size}"
+
+    @classmethod
+    def from_tag(cls, tag: str) -> Blockwise4bit:
+        kind, block = tag.split("/")
+        return cls(kind == "signed4", int(block))
+
+    def create(self, param, shape, *, sharded, fill=0.0):
+        if sharded and sharding.spec_of(param).sharded:
+            raise ValueError(sharded_4bit_message(f"a parameter of shape {tuple(param.shape)}"))
+        numel = math.prod(shape)
+        packed = sharding.zeros(param, (-(-numel // 2),), torch.uint8, sharded=False)
+        maxima = sharding.zeros(param, (quantization.num_blocks(numel, self.block_size),), torch.float32, sharded=False)
+        entry = QuantizedState(packed, maxima, self, tuple(shape))
+        if param.device.type == "meta":
+            return entry
+        if not torch.is_tensor(fill):
+            fill = torch.full(tuple(shape), fill, dtype=torch.float32, device=param.device)
+        value = fill
+        self.store(entry, value.to(torch.float32))  # zeros too: the unsigned map has no zero code
+        return entry
+
+    def flatten(self, key, entry):
+        return {key: entry.codes, key + self.MAXIMA: entry.maxima, key + self.MAP: self.tag}
+
+    def load(self, entry, dtype):
+        codes = sharding.local(entry.codes)
+        values = quantization.dequantize_4bit(
+            codes,
+            sharding.local(entry.maxima),
+            signed=self.signed,
+            numel=math.prod(entry.shape),
+            block_size=self.block_size,
+        )
+        return values.view(entry.shape).to(dtype)
+
+    def store(self, entry, value, rounding=None):
+        _, absmax = quantization.quantize_4bit(
+            value, signed=self.signed, block_size=self.block_size, out=sharding.local(entry.codes)
+        )
+        sharding.local(entry.maxima).copy_(absmax)
+
+    def nbytes(self, shape, spec=None, sharded=False):
+        numel = math.prod(shape)
+        return -(-numel // 2) + 4 * quantization.num_blocks(numel, self.block_size) + len(self.tag.encode())
+
+
+def sharded_4bit_message(name: str) -> str:
+    """Why ``state_storage="4bit"`` refuses the FSDP2-sharded parameter ``name``."""
+    return (
+        f'{name} is sharded (FSDP2); state_storage="4bit" does not support sharded parameters: its two '
+        "codes per byte and its 128-element blocks run over the whole state read flat, and a shard boundary "
+        'between rows can cut a packed byte or a block. Use state_storage="8bit" for sharded parameters, '
+        "or do not shard this module."
+    )
+
+
+def _from_tag(tag: str) -> StateFormat:
+    """The quantized format a checkpoint tag names (``"signed/256"``: 8-bit; ``"signed4/128"``: 4-bit)."""
+    return Blockwise4bit.from_tag(tag) if tag.split("/")[0].endswith("4") else Blockwise8bit.from_tag(tag)
+
+
 def blocks_follow_shards(shape: tuple[int, ...], block: int, ranks: int) -> bool:
     """Whether, with dim 0 of ``shape`` cut over ``ranks`` ranks as FSDP2 cuts it (``torch.chunk``'s
     sizes), every rank's piece is made of whole ``block``-element blocks, and exactly the blocks that the
@@ -279,10 +365,11 @@ def flatten_state(state: Mapping) -> dict[str, Any]:
     return flat
 
 
-def unflatten_state(flat: Mapping) -> dict[str, Any]:
+def unflatten_state(flat: Mapping, like: Mapping | None = None) -> dict[str, Any]:
     """The entries of a state in the checkpoint layout (:func:`flatten_state`'s inverse): the codes of an
-    8-bit state, recognised by the tag under ``key + "_qmap"``, become one :class:`QuantizedState` with its
-    maxima. Key order is kept."""
+    8-bit or 4-bit state, recognised by the tag under ``key + "_qmap"``, become one :class:`QuantizedState`
+    with its maxima. Key order is kept. A 4-bit state's codes are packed flat: its shape is taken from the
+    entry of the same key in ``like`` (the state this optimizer would create), else it stays flat."""
     state: MutableMapping[str, Any] = {}
     companions: set[str] = set()
     for key, value in flat.items():
@@ -291,8 +378,12 @@ def unflatten_state(flat: Mapping) -> dict[str, Any]:
         tag = flat.get(key + Blockwise8bit.MAP)
         maxima = flat.get(key + Blockwise8bit.MAXIMA)
         if isinstance(tag, str) and torch.is_tensor(value) and torch.is_tensor(maxima):
-            fmt = Blockwise8bit.from_tag(tag)
-            state[key] = QuantizedState(value, maxima, fmt)
+            fmt = _from_tag(tag)
+            shape = None
+            if isinstance(fmt, Blockwise4bit):
+                template = (like or {}).get(key)
+                shape = tuple(template.shape) if template is not None else (2 * value.numel(),)
+            state[key] = QuantizedState(value, maxima, fmt, shape)
             companions.update(fmt.entries(key)[1:])
         else:
             state[key] = value

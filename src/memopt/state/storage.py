@@ -11,7 +11,11 @@ Adam's second moment, Subspace-Momentum's projected momentum):
   ``stochastic_rounding=True`` bfloat16 states (and bfloat16 parameters) are rounded stochastically, so
   that updates smaller than half a bfloat16 ulp survive in expectation;
 * ``"8bit"``: block-wise dynamic quantization (:mod:`.quantization`); non-negative states use the unsigned
-  map. States with fewer than ``MIN_QUANTIZED_NUMEL`` elements stay float32.
+  map. States with fewer than ``MIN_QUANTIZED_NUMEL`` elements stay float32;
+* ``"4bit"``: block-wise 4-bit quantization in blocks of 128 (Li et al., NeurIPS 2023: the signed dynamic
+  exponent map, the linear map without zero for non-negative states; two codes per byte;
+  :class:`~.formats.Blockwise4bit`). ``quant_block_size`` applies to 8-bit only. Small states stay float32
+  as with 8-bit; FSDP2-sharded parameters are refused (``ValueError`` naming the parameter).
 
 Each choice names a *format* object (:mod:`.formats`: :class:`~.formats.Plain`, :class:`~.formats.BFloat16`,
 :class:`~.formats.Blockwise8bit`) that owns what the one entry ``optimizer.state[p][key]`` holds (a tensor,
@@ -73,6 +77,12 @@ def _eight_bit(default: torch.dtype, numel: int, non_negative: bool, group: dict
     return formats.Blockwise8bit(signed=not non_negative, block_size=block)
 
 
+def _four_bit(default: torch.dtype, numel: int, non_negative: bool, group: dict) -> StateFormat:
+    if numel < quantization.MIN_QUANTIZED_NUMEL:
+        return formats.Plain(torch.float32)
+    return formats.Blockwise4bit(signed=not non_negative, block_size=quantization.FOUR_BIT_BLOCK_SIZE)
+
+
 #: ``state_storage`` choice -> the format of a new elementwise state, from the optimizer's default dtype for
 #: it, the state's global element count (sharding never changes which states are quantized), whether it
 #: is non-negative, and the group
@@ -81,6 +91,7 @@ STORAGE_FORMATS: dict[str, Callable[[torch.dtype, int, bool, dict], StateFormat]
     "float32": lambda default, numel, non_negative, group: formats.Plain(torch.float32),
     "bfloat16": lambda default, numel, non_negative, group: formats.BFloat16(),
     "8bit": _eight_bit,
+    "4bit": _four_bit,
 }
 STORAGE_CHOICES = tuple(STORAGE_FORMATS)
 
