@@ -95,7 +95,7 @@ class FourParameterASGD(_TwoIterateSGD):
         gamma: the long step.
         weight_decay: L2 penalty added to the gradient.
         state_storage: how ``v`` is held: ``"default"`` (the compute dtype: float32 for 16-bit parameters),
-            ``"float32"``, ``"bfloat16"`` or ``"8bit"`` (lossy for an iterate; for memory studies).
+            ``"float32"``, ``"bfloat16"``, ``"8bit"`` or ``"4bit"`` (lossy for an iterate; for memory studies).
         quant_block_size: elements per 8-bit block.
         stochastic_rounding: round a bfloat16 ``v`` and bfloat16 parameters stochastically.
     """
@@ -140,7 +140,7 @@ class ASGD(_TwoIterateSGD):
         small_const: ``c`` in (0, 1] (default 0.7).
         weight_decay: L2 penalty added to the gradient.
         state_storage: how ``v`` is held: ``"default"`` (the compute dtype: float32 for 16-bit parameters),
-            ``"float32"``, ``"bfloat16"`` or ``"8bit"`` (lossy for an iterate; for memory studies).
+            ``"float32"``, ``"bfloat16"``, ``"8bit"`` or ``"4bit"`` (lossy for an iterate; for memory studies).
         quant_block_size: elements per 8-bit block.
         stochastic_rounding: round a bfloat16 ``v`` and bfloat16 parameters stochastically.
 

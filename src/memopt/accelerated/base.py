@@ -6,7 +6,7 @@ is created at the first step or by ``prepare_state`` and against which a loaded 
 by key and shape by shape; it steps through the per-parameter contract of :class:`MemoptBase`
 (``_params_with_grad``, ``_begin``, ``ps.load`` / ``ps.store``, ``ps.write_back``), so its elementwise
 states take every storage format (``state_storage``: the compute dtype by default, ``"float32"``,
-``"bfloat16"`` with optional ``stochastic_rounding``, ``"8bit"``).
+``"bfloat16"`` with optional ``stochastic_rounding``, ``"8bit"``, ``"4bit"``).
 
 Sharded parameters (FSDP2 DTensors): the updates are elementwise, so each rank updates its local piece of
 the parameter and of its state (DTensors cut like the parameter); the few global scalars (norms, inner

@@ -99,7 +99,7 @@ class NAGGS(AcceleratedBase):
         fixed_gamma: keep gamma at ``gamma_0`` (the authors' ``NAG4`` variant).
         maximize: maximize the objective.
         state_storage: how ``v`` is held: ``"default"`` (the compute dtype: float32 for 16-bit parameters),
-            ``"float32"``, ``"bfloat16"`` or ``"8bit"`` (lossy for an iterate; for memory studies).
+            ``"float32"``, ``"bfloat16"``, ``"8bit"`` or ``"4bit"`` (lossy for an iterate; for memory studies).
         quant_block_size: elements per 8-bit block.
         stochastic_rounding: round a bfloat16 ``v`` and bfloat16 parameters stochastically.
 

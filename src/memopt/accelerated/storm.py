@@ -243,7 +243,7 @@ class MetaSTORM(_RecursiveMomentum):
             telescopes on the penalised objective).
         state_storage: how the states shaped like the parameter (``d``, ``x_prev``, ``g_prev`` and the
             per-coordinate accumulators) are held: ``"default"`` (the compute dtype), ``"float32"``,
-            ``"bfloat16"`` or ``"8bit"``.
+            ``"bfloat16"``, ``"8bit"`` or ``"4bit"``.
         quant_block_size: elements per 8-bit block.
         stochastic_rounding: round bfloat16 states and parameters stochastically.
 

@@ -147,7 +147,7 @@ class Adafactor(MemoptBase):
         warmup_init: with ``relative_step``, the cap ``1e-6 t`` (linear warm-up) instead of ``1e-2``.
         maximize: ascend instead of descend.
         state_storage: how ``exp_avg`` and vectors' ``exp_avg_sq`` are held: ``"default"`` (float32 for
-            16-bit parameters, else their dtype), ``"float32"``, ``"bfloat16"`` or ``"8bit"``.
+            16-bit parameters, else their dtype), ``"float32"``, ``"bfloat16"``, ``"8bit"`` or ``"4bit"``.
         quant_block_size: elements per 8-bit block.
         stochastic_rounding: round bfloat16 states and parameters stochastically.
 

@@ -249,8 +249,8 @@ class Blockwise8bit(StateFormat):
 @dataclass(frozen=True)
 class Blockwise4bit(StateFormat):
     """Block-wise 4-bit quantization (:func:`.quantization.quantize_4bit`; Li, Chen & Zhu, NeurIPS 2023):
-    the signed dynamic exponent map for states of either sign, the linear map without zero for non-negative
-    ones; two codes per byte, packed flat, and one float32 maximum per ``block_size`` elements. Its entries
+    the signed dynamic exponent map for states of either sign, the zero-free unsigned DE map ("DE-0") for
+    non-negative ones; two codes per byte, packed flat, and one float32 maximum per ``block_size`` elements. Its entries
     are :class:`QuantizedState` objects with ``logical_shape`` set. In a checkpoint: the packed codes under
     ``key``, the maxima under ``key + "_absmax"`` and the tag (e.g. ``"signed4/128"``) under ``key + "_qmap"``.
 

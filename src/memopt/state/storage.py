@@ -13,7 +13,7 @@ Adam's second moment, Subspace-Momentum's projected momentum):
 * ``"8bit"``: block-wise dynamic quantization (:mod:`.quantization`); non-negative states use the unsigned
   map. States with fewer than ``MIN_QUANTIZED_NUMEL`` elements stay float32;
 * ``"4bit"``: block-wise 4-bit quantization in blocks of 128 (Li et al., NeurIPS 2023: the signed dynamic
-  exponent map, the linear map without zero for non-negative states; two codes per byte;
+  exponent map, its zero-free unsigned form "DE-0" for non-negative states; two codes per byte;
   :class:`~.formats.Blockwise4bit`). ``quant_block_size`` applies to 8-bit only. Small states stay float32
   as with 8-bit; FSDP2-sharded parameters are refused (``ValueError`` naming the parameter).
 
