@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 
 
 def plot_compare(summary: dict[str, Any], path: Path) -> dict[str, int]:
@@ -131,8 +132,11 @@ def plot_sweeps(summary: dict[str, Any], path: Path) -> int:
                     markerfacecolor="none", markeredgewidth=2, color=color, linestyle="none")  # fmt: skip
             if not numeric:
                 ax.set_xticks(range(len(sweep["values"])), [str(v) for v in sweep["values"]], rotation=20)
-        if numeric:
+        if numeric:  # log axis, labelled at the grid's values only (minor labels would overlap)
             ax.set_xscale("log")
+            values = sorted({v for s in sweeps if s["key"] == key for v in s["values"]})
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(key)
         ax.set_ylabel("final validation loss")
         ax.set_title(f"sweep of {key} (ringed: chosen)")
