@@ -152,29 +152,41 @@ class QuantizedState:
         return self.codes, self.maxima
 
 
-@dataclass(frozen=True)
-class Blockwise8bit(StateFormat):
-    """Block-wise dynamic 8-bit quantization (:mod:`.quantization`), signed or unsigned map; its entries are
-    :class:`QuantizedState` objects."""
+class _Blockwise(StateFormat):
+    """What both block-wise formats share: an entry of codes, maxima (``key + "_absmax"``) and a tag
+    (``key + "_qmap"``) that names the map, the width and the block size, e.g. ``"signed/256"`` (8-bit) or
+    ``"unsigned4/128"`` (4-bit). Subclasses are dataclasses with ``signed`` and ``block_size``."""
 
-    signed: bool
-    block_size: int = quantization.DEFAULT_BLOCK_SIZE
-
+    #: the width in the tag: "" for 8 bits (the tag of the first checkpoints), "4" for 4 bits
+    BITS: str
     MAXIMA = "_absmax"
     MAP = "_qmap"
+    signed: bool
+    block_size: int
 
     def entries(self, key):
         return (key, key + self.MAXIMA, key + self.MAP)
 
     @property
     def tag(self) -> str:
-        """The self-description written under ``key + "_qmap"`` (e.g. ``"signed/256"``)."""
-        return f"{'signed' if self.signed else 'unsigned'}/{self.block_size}"
+        """The self-description written under ``key + "_qmap"``."""
+        return f"{'signed' if self.signed else 'unsigned'}{self.BITS}/{self.block_size}"
 
     @classmethod
-    def from_tag(cls, tag: str) -> Blockwise8bit:
+    def from_tag(cls, tag: str):
         kind, block = tag.split("/")
-        return cls(kind == "signed", int(block))
+        return cls(kind == "signed" + cls.BITS, int(block))
+
+
+@dataclass(frozen=True)
+class Blockwise8bit(_Blockwise):
+    """Block-wise dynamic 8-bit quantization (:mod:`.quantization`), signed or unsigned map; its entries are
+    :class:`QuantizedState` objects."""
+
+    signed: bool
+    block_size: int = quantization.DEFAULT_BLOCK_SIZE
+
+    BITS = ""
 
     def create(self, param, shape, *, sharded, fill=0.0):
         numel = math.prod(shape)
@@ -247,7 +259,7 @@ class Blockwise8bit(StateFormat):
 
 
 @dataclass(frozen=True)
-class Blockwise4bit(StateFormat):
+class Blockwise4bit(_Blockwise):
     """Block-wise 4-bit quantization (:func:`.quantization.quantize_4bit`; Li, Chen & Zhu, NeurIPS 2023):
     the signed dynamic exponent map for states of either sign, the zero-free unsigned DE map ("DE-0") for
     non-negative ones; two codes per byte, packed flat, and one float32 maximum per ``block_size`` elements. Its entries
@@ -260,20 +272,7 @@ class Blockwise4bit(StateFormat):
     signed: bool
     block_size: int = quantization.FOUR_BIT_BLOCK_SIZE
 
-    MAXIMA = "_absmax"
-    MAP = "_qmap"
-
-    def entries(self, key):
-        return (key, key + self.MAXIMA, key + self.MAP)
-
-    @property
-    def tag(self) -> str:
-        return f"{'signed' if self.signed else 'unsigned'}4/{self.block_size}"
-
-    @classmethod
-    def from_tag(cls, tag: str) -> Blockwise4bit:
-        kind, block = tag.split("/")
-        return cls(kind == "signed4", int(block))
+    BITS = "4"
 
     def create(self, param, shape, *, sharded, fill=0.0):
         if sharded and sharding.spec_of(param).sharded:
