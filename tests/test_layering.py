@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"memopt.estimators"},
     {"memopt.kernels"},
     {"memopt.optim"},
-    {"memopt.accelerated", "memopt.wrappers", "memopt.riemannian"},
+    {"memopt.accelerated", "memopt.curvature", "memopt.wrappers", "memopt.riemannian"},
     {"memopt.registry"},
     {"memopt.convex", "memopt.decentralized", "memopt.privacy"},
     {"memopt"},
