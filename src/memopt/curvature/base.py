@@ -117,7 +117,8 @@ class PSGDBase(MemoptBase):
             raise ValueError(f"Invalid b1: {b1!r}. b1 (momentum) must lie in [0, 1).")
         check_non_negative("weight_decay", group["weight_decay"])
         check_positive("precond_lr", group["precond_lr"])
-        check_positive("precond_init_scale", group["precond_init_scale"])
+        if group["precond_init_scale"] is not None:
+            check_positive("precond_init_scale", group["precond_init_scale"])
         check_choice("preconditioner_type", group["preconditioner_type"], PRECONDITIONER_TYPES)
         p = group["preconditioner_update_probability"]
         if p is not None and (not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 < p <= 1):
@@ -141,8 +142,11 @@ class PSGDBase(MemoptBase):
     def preconditioner_template(self, shape: tuple[int, ...], group: dict, dtype: torch.dtype) -> dict[str, StateSlot]:
         raise NotImplementedError
 
-    def init_preconditioner(self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator) -> None:
-        """Set the preconditioner's state at the parameter's first step (the template creates zeros)."""
+    def init_preconditioner(
+        self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator, scale: float
+    ) -> None:
+        """Set the preconditioner's state at the parameter's first step (the template creates zeros): ``Q`` of
+        scale ``scale``."""
         raise NotImplementedError
 
     def fit_preconditioner(
@@ -179,7 +183,8 @@ class PSGDBase(MemoptBase):
     # ------------------------------------------------------------------------------------------- step
     def _due(self, ps: ParamStep, group: dict) -> bool:
         counter = ps.state["precond_counter"] + 1
-        due = bool(counter >= 1 / update_probability(ps.step - 1, group["preconditioner_update_probability"]))
+        probability = update_probability(ps.step - 1, group["preconditioner_update_probability"])
+        due = ps.step == 1 or bool(counter >= 1 / probability)  # the first step sets the preconditioner up
         ps.state["precond_counter"] = 0 if due else counter
         return due
 
@@ -202,9 +207,6 @@ class PSGDBase(MemoptBase):
                 if ps.grad.requires_grad:  # a graph kept for the Hessian-vector product
                     ps.grad = ps.grad.detach()
                 generator = psgd_generator(param.device, index, ps.step)
-                shape = self.fit_shape(param, group)
-                if ps.step == 1:
-                    self.init_preconditioner(ps.state, shape, group, generator)
                 pending.append((ps, group, param, self._due(ps, group), generator))
         hvps = self._hessian_vector_products(pending) if newton else {}
         for ps, group, param, due, generator in pending:
@@ -238,6 +240,17 @@ class PSGDBase(MemoptBase):
             for (_, param, _), v, h in zip(chosen, vs, hs)
         }
 
+    @staticmethod
+    def _init_scale(v: torch.Tensor, h: torch.Tensor, group: dict) -> float:
+        """``precond_init_scale``, or for None psgd-torch's automatic scale from the first pair:
+        ``(sum v^2 / sum h^2)^(1/4)`` (Newton), ``(numel / sum h^2)^(1/4)`` (whitening), so that the first
+        preconditioned gradient has about unit size (1 where ``h`` is all zeros)."""
+        if group["precond_init_scale"] is not None:
+            return float(group["precond_init_scale"])
+        top = v.square().sum() if group["preconditioner_type"] == "newton" else torch.tensor(float(h.numel()))
+        bottom = h.square().sum()
+        return float((top / bottom) ** 0.25) if bottom > 0 else 1.0
+
     def _update(
         self,
         ps: ParamStep,
@@ -264,6 +277,9 @@ class PSGDBase(MemoptBase):
                 # the damping goes into the momentum in place, so that this step's update sees it too (kron-torch)
                 h = momentum if group["momentum_into_precond_update"] else grad.to(pdtype, copy=True)
                 v = self._random_normal(h, generator)
+            if ps.step == 1:
+                self.init_preconditioner(ps.state, shape, group, generator, self._init_scale(v, h, group))
+            if pair is None:
                 h.add_(v, alpha=float(torch.finfo(torch.float32).eps ** 0.5 * h.abs().mean()))
             self.fit_preconditioner(ps.state, v, h, group, generator, self._balance_due(ps.step))
         update = self.precondition(ps.state, momentum, group)

@@ -41,7 +41,7 @@ class PSGDDiag(PSGDBase):
         preconditioner_update_probability: float | None = None,
         *,
         precond_lr: float = 0.1,
-        precond_init_scale: float = 1.0,
+        precond_init_scale: float | None = 1.0,
         preconditioner_type: str = "whitening",
         momentum_into_precond_update: bool = True,
         clip_update_rms: float | None = 1.1,
@@ -54,8 +54,10 @@ class PSGDDiag(PSGDBase):
     def preconditioner_template(self, shape: tuple[int, ...], group: dict, dtype: torch.dtype) -> dict[str, StateSlot]:
         return {"d": StateSlot("fixed", shape, init=0.0, sharded=False, dtype=dtype)}
 
-    def init_preconditioner(self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator) -> None:
-        state["d"].fill_(group["precond_init_scale"])
+    def init_preconditioner(
+        self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator, scale: float
+    ) -> None:
+        state["d"].fill_(scale)
 
     def fit_preconditioner(
         self, state: dict, v: torch.Tensor, h: torch.Tensor, group: dict, generator: torch.Generator, balance: bool

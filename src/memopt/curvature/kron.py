@@ -152,7 +152,8 @@ class PSGDKron(PSGDBase):
         preconditioner_update_probability: how often the preconditioner is fitted (module docstring of
             :mod:`memopt.curvature.base`); None: 1 for 500 steps, then decaying to 0.03.
         precond_lr: normalised step of the fit (0 < precond_lr; psgd-torch's default 0.1).
-        precond_init_scale: ``Q`` starts as ``precond_init_scale * I`` (each factor its K-th root).
+        precond_init_scale: ``Q`` starts as ``precond_init_scale * I`` (each factor its K-th root); None: the
+            automatic scale of psgd-torch from the first pair (:meth:`~memopt.curvature.base.PSGDBase._init_scale`).
         preconditioner_type: ``"whitening"`` (no closure) or ``"newton"`` (Hessian-vector products;
             ``step(closure)`` with ``loss.backward(create_graph=True)``).
         momentum_into_precond_update: whitening fits to the momentum (True) or the raw gradient.
@@ -173,7 +174,7 @@ class PSGDKron(PSGDBase):
         preconditioner_update_probability: float | None = None,
         *,
         precond_lr: float = 0.1,
-        precond_init_scale: float = 1.0,
+        precond_init_scale: float | None = 1.0,
         preconditioner_type: str = "whitening",
         momentum_into_precond_update: bool = True,
         clip_update_rms: float | None = 1.1,
@@ -217,8 +218,10 @@ class PSGDKron(PSGDBase):
     def _factors(self, state: dict) -> list[torch.Tensor]:
         return [state[f"Q{j}"] for j in range(sum(1 for key in state if key.startswith("Q")))]
 
-    def init_preconditioner(self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator) -> None:
-        scale = group["precond_init_scale"] ** (1 / len(shape))
+    def init_preconditioner(
+        self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator, scale: float
+    ) -> None:
+        scale = scale ** (1 / len(shape))
         for factor in self._factors(state):
             if factor.dim() == 1:
                 factor.fill_(scale)

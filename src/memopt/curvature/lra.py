@@ -94,7 +94,7 @@ class PSGDLRA(PSGDBase):
         *,
         rank: int = 10,
         precond_lr: float = 0.1,
-        precond_init_scale: float = 1.0,
+        precond_init_scale: float | None = 1.0,
         preconditioner_type: str = "whitening",
         momentum_into_precond_update: bool = True,
         clip_update_rms: float | None = 1.1,
@@ -115,13 +115,14 @@ class PSGDLRA(PSGDBase):
             "d": StateSlot("fixed", (n,), init=0.0, sharded=False, dtype=dtype),
         }
 
-    def init_preconditioner(self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator) -> None:
+    def init_preconditioner(
+        self, state: dict, shape: tuple[int, ...], group: dict, generator: torch.Generator, scale: float
+    ) -> None:
         U, V = state["U"], state["V"]
-        scale = (U.shape[0] * (U.shape[1] + 10)) ** -0.5
         for factor in (U, V):
             factor.copy_(torch.randn(factor.shape, generator=generator, dtype=factor.dtype, device=factor.device))
-            factor.mul_(scale)
-        state["d"].fill_(group["precond_init_scale"])
+            factor.mul_((U.shape[0] * (U.shape[1] + 10)) ** -0.5)
+        state["d"].fill_(scale)
 
     def fit_preconditioner(
         self, state: dict, v: torch.Tensor, h: torch.Tensor, group: dict, generator: torch.Generator, balance: bool

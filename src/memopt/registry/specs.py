@@ -297,3 +297,23 @@ for _spec in (
                   recommended={"lr": 1e-2}),
 ):  # fmt: skip
     register(_spec)
+
+
+# PSGD (memopt.curvature, Li arXiv 1512.04202; Pooladzandi & Li arXiv 2402.04553): whitening preconditioners fitted
+# from the gradient and random vectors, so no closure (preconditioner_type="newton" needs step(closure) with
+# backward(create_graph=True), which the harness does not do). max_skew=10 (psgd-torch's preconditioner_max_skew)
+# gives a dimension more than 10x the other a diagonal factor, e.g. the embedding's vocabulary (memory bound).
+# Learning rates: starting points that lower the tiny preset's loss (tests/harness/train), not tuned at scale.
+from memopt.curvature import PSGDLRA, PSGDDiag, PSGDKron  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("psgd_kron", PSGDKron,
+                  "PSGD-Kron: Kronecker-factored whitening preconditioner (a triangular or diagonal factor per dim).",
+                  recommended={"lr": 3e-3, "max_skew": 10.0, "precond_init_scale": None}),
+    OptimizerSpec("psgd_lra", PSGDLRA,
+                  "PSGD-LRA: low-rank-plus-diagonal whitening preconditioner Q = (I + UV^T) diag(d) per tensor.",
+                  recommended={"lr": 3e-3, "rank": 4, "precond_init_scale": None}),
+    OptimizerSpec("psgd_diag", PSGDDiag, "PSGD with a diagonal whitening preconditioner (1 float/param + momentum).",
+                  recommended={"lr": 3e-3, "precond_init_scale": None}),
+):  # fmt: skip
+    register(_spec)
