@@ -86,6 +86,10 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "storm_plus[norms]": ("storm_plus", {"lr": 1e-3}),
 }
 
+#: registry optimizers that refuse FSDP2-sharded parameters with a ValueError (PSGD fits its preconditioner to the
+#: whole gradient tensor; memopt.curvature.base): ``error_messages`` records each one's message
+REFUSED = ("psgd_kron", "psgd_lra", "psgd_diag")
+
 #: configurations whose update is elementwise (no sum over a sharded dim): FSDP2 must equal one process
 #: exactly. 8-bit blocks cut by shards take the MAX of both pieces, which is exact too.
 ELEMENTWISE = {
@@ -338,6 +342,12 @@ def error_messages(rank: int, world: int) -> dict[str, str]:
         build(model, "adamw_sn", {"lr": 1e-2}).load_state_dict(plain)
     except ValueError as exc:
         messages["plain_state"] = str(exc)
+    for name in REFUSED:
+        messages[name] = "no error"
+        try:
+            build(shard(make_model(0)), name, {})
+        except ValueError as exc:
+            messages[name] = str(exc)
     return messages
 
 

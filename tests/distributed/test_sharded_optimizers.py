@@ -25,7 +25,9 @@ def measured() -> dict:
 
 
 def test_every_registry_preset_is_run():
-    assert set(memopt.list_optimizers()) <= {registry for registry, _ in sharded_runs.CONFIGS.values()}
+    run = {registry for registry, _ in sharded_runs.CONFIGS.values()}
+    assert set(memopt.list_optimizers()) <= run | set(sharded_runs.REFUSED)
+    assert not run & set(sharded_runs.REFUSED)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -77,6 +79,8 @@ def test_unsupported_sharding_and_unsharded_state_are_clear_errors(measured):
     errors = measured["errors"]
     assert "Shard(dim=1)" in errors["shard1"] and "fully_shard" in errors["shard1"]
     assert "plain tensor" in errors["plain_state"] and "torch.distributed.checkpoint" in errors["plain_state"]
+    for name in sharded_runs.REFUSED:  # PSGD: the preconditioner needs the whole gradient tensor
+        assert "FSDP2 shard (DTensor)" in errors[name] and "whole gradient tensor" in errors[name], errors[name]
 
 
 def test_8bit_maxima_are_cut_with_the_codes_where_each_shard_is_whole_blocks(measured):
