@@ -77,9 +77,7 @@ def _run(make, dtype: torch.dtype, steps: int) -> list[torch.Tensor]:
     return [p.detach() for p in params]
 
 
-@pytest.mark.parametrize(
-    ("dtype", "steps", "tolerance"), [(torch.float64, 30, 1e-7), (torch.float32, 20, 2e-5)]
-)
+@pytest.mark.parametrize(("dtype", "steps", "tolerance"), [(torch.float64, 30, 1e-7), (torch.float32, 20, 2e-5)])
 def test_psgd_kron_equals_kron_torch(dtype, steps, tolerance):
     options = dict(lr=1e-2, b1=0.9, weight_decay=0.1, precond_lr=0.1, precond_init_scale=1.0)
     theirs = _run(lambda p: kron_torch.Kron(p, **options, precond_dtype=dtype), dtype, steps)
