@@ -16,6 +16,7 @@ from memopt.accelerated import (
     effective_lr,
     naggs_optimal_step,
 )
+from memopt.curvature import PSGDLRA, PSGDDiag, PSGDKron
 from memopt.manifolds import ManifoldParameter
 from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ASGD",
     "NAGGS",
+    "PSGDLRA",
     "SGD",
     "AdaGradNorm",
     "AdaGradSN",
@@ -64,6 +66,8 @@ __all__ = [
     "MemoptOptimizer",
     "MetaSTORM",
     "NesterovAGD",
+    "PSGDDiag",
+    "PSGDKron",
     "QuasarAGD",
     "RMSPropSN",
     "RMSprop",

@@ -28,15 +28,20 @@ def _data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(32, 12, generator=generator), torch.randn(32, 3, generator=generator)
 
 
-def _train(model, optimizer, steps: int, *, newton: bool = False) -> None:
+def _closure(model, optimizer, *, create_graph: bool = False):
     x, y = _data()
 
     def closure():
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
-        loss.backward(create_graph=newton)
+        loss.backward(create_graph=create_graph)
         return loss
 
+    return closure
+
+
+def _train(model, optimizer, steps: int, *, newton: bool = False) -> None:
+    closure = _closure(model, optimizer, create_graph=newton)
     for _ in range(steps):
         if newton:
             optimizer.step(closure)
@@ -162,30 +167,15 @@ def test_newton_needs_a_closure_with_create_graph():
     assert optimizer.needs_closure
     with pytest.raises(ValueError, match=r"PSGDKron.step\(\) needs a closure.*create_graph=True"):
         optimizer.step()
-    x, y = _data()
-
-    def plain_closure():
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        return loss
-
     with pytest.raises(ValueError, match=r"gradient without a graph.*loss.backward\(create_graph=True\)"):
-        optimizer.step(plain_closure)
+        optimizer.step(_closure(model, optimizer))
 
 
 def test_whitening_takes_an_optional_closure():
     model = _model()
     optimizer = PSGDDiag(model.parameters(), lr=1e-2)
     assert not optimizer.needs_closure
-    x, y = _data()
-
-    def closure():
-        optimizer.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        return loss
-
+    closure = _closure(model, optimizer)
     losses = [float(optimizer.step(closure)) for _ in range(20)]
     assert losses[-1] < 0.8 * losses[0]
 

@@ -1,9 +1,9 @@
 """PSGD-Kron against SGD and AdamW on the LM harness's tiny preset: does PSGD's advantage appear at this scale?
 
 Every run is the training harness itself (``memopt.harness.train.loop.train``): LLaMA ``tiny`` preset (hidden
-64, 2 layers, 4 heads; BPE vocabulary 1024), the default corpus (the Python language reference), sequences of
-64 tokens, batch 16 (the preset's), cosine schedule with warmup, gradient clipping at 1, each optimizer at the registry's
-recommended settings (``psgd_kron``: whitening preconditioner, no closure, ``lr=3e-3``, ``max_skew=10``), three
+64, 2 layers, 4 heads; BPE vocabulary 1024), the Python language reference (``builtin:python-reference``),
+sequences of 64 tokens, batch 16 (the preset's), cosine schedule with warmup, gradient clipping at 1, each
+optimizer at the registry's recommended settings (``psgd_kron``: whitening preconditioner, no closure, ``lr=3e-3``, ``max_skew=10``), three
 seeds (model initialisation and data order). Recorded: the training loss at every step, the validation loss
 every ``eval_every`` steps, the optimizer state bytes and the median step time (a shared machine: upper
 bounds; compare within one run).
@@ -30,7 +30,10 @@ from memopt.registry.specs import recommended_hparams
 NAMES = ("sgd", "adamw", "psgd_kron")
 FULL = {"data": "builtin:python-reference", "max_steps": 300, "eval_every": 50, "eval_batches": 8}
 #: a smoke run: small vocabulary and batches, a few steps
-QUICK = {"data": "builtin:python-reference", "max_steps": 8, "eval_every": 4, "eval_batches": 1, "vocab_size": 512, "seq_len": 32, "batch_size": 4}
+QUICK = {
+    "data": "builtin:python-reference", "max_steps": 8, "eval_every": 4, "eval_batches": 1,
+    "vocab_size": 512, "seq_len": 32, "batch_size": 4,
+}  # fmt: skip
 
 
 def run_one(name: str, seed: int, settings: dict, folder: str) -> dict:
