@@ -3,10 +3,10 @@
 Every run is the training harness itself (``memopt.harness.train.loop.train``): LLaMA ``tiny`` preset (hidden
 64, 2 layers, 4 heads; BPE vocabulary 1024), the Python language reference (``builtin:python-reference``),
 sequences of 64 tokens, batch 16 (the preset's), cosine schedule with warmup, gradient clipping at 1, each
-optimizer at the registry's recommended settings (``psgd_kron``: whitening preconditioner, no closure, ``lr=3e-3``, ``max_skew=10``), three
-seeds (model initialisation and data order). Recorded: the training loss at every step, the validation loss
-every ``eval_every`` steps, the optimizer state bytes and the median step time (a shared machine: upper
-bounds; compare within one run).
+optimizer at the registry's recommended settings (``psgd_kron``: whitening preconditioner, no closure,
+``lr=3e-3``, ``max_skew=10``), three seeds (model initialisation and data order). Recorded: the training loss
+at every step, the validation loss every ``eval_every`` steps, the optimizer state bytes and the median step
+time (a shared machine: upper bounds; compare within one run).
 
 Xi-Lin Li, "Preconditioned Stochastic Gradient Descent", arXiv 1512.04202; Pooladzandi & Li,
 "Curvature-Informed SGD via General Purpose Lie-Group Preconditioners", arXiv 2402.04553.
