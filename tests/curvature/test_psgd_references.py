@@ -25,6 +25,8 @@ import contextlib
 import io
 import random
 
+import kron_torch.kron as kron_torch  # dev dependencies (pyproject.toml): pip install kron-torch psgd-torch
+import psgd_torch.psgd as psgd_torch
 import pytest
 import torch
 
@@ -32,9 +34,6 @@ from memopt.curvature import PSGDKron
 from memopt.curvature.base import update_probability
 from memopt.curvature.diag import diag_fit
 from memopt.curvature.lra import uvd_fit, uvd_precondition
-
-kron_torch = pytest.importorskip("kron_torch.kron", reason="kron-torch is a dev dependency (pip install kron-torch)")
-psgd_torch = pytest.importorskip("psgd_torch.psgd", reason="psgd-torch is a dev dependency (pip install psgd-torch)")
 
 
 @pytest.fixture(autouse=True)
