@@ -84,6 +84,22 @@ def test_adamw_groups_is_adamw_with_the_presets_groups(comparison):
     assert groups["state_bytes"] == rows["adamw"]["state_bytes"]
 
 
+def test_rows_get_a_second_verdict_against_adamw_with_the_presets_groups(comparison):
+    """With adamw as the baseline and adamw_groups compared, adamw_sn's lead is also tested against
+    adamw_groups, the same Welch test on the same seeds, and the table's notes say it."""
+    from memopt.harness.bench.statistics import welch_verdict
+
+    _out, summary, _ = comparison
+    rows = {r["optimizer"]: r for r in summary["rows"]}
+    groups = [run["final_val_loss"] for run in rows["adamw_groups"]["runs"]]
+    sn = [run["final_val_loss"] for run in rows["adamw_sn"]["runs"]]
+    expected = welch_verdict(sn, groups)
+    assert rows["adamw_sn"]["verdict_vs_groups_p"] == expected.p_value
+    assert rows["adamw_sn"]["verdict_vs_groups_label"] == expected.label
+    assert "verdict_vs_groups" not in rows["adamw"] and "verdict_vs_groups" not in rows["adamw_groups"]
+    assert f"verdict against adamw_groups (the same test): adamw_sn {expected.label}" in summary["notes"]
+
+
 def test_compare_writes_runs_per_seed_plot_and_machine(comparison):
     out, summary, lines = comparison
     for row in summary["rows"]:
@@ -146,9 +162,10 @@ def test_the_default_comparison_stays_within_one_pass_with_room_for_ten():
     sympy_train_tokens = 9_201_976  # sympy 1.14.0, BPE 2048 (docs/results.md)
     assert budget * 10 <= sympy_train_tokens and budget == 160 * 8 * 128
     entries = {e.label: e for e in config.entries()}  # learning rates from the recorded sweep on this recipe
-    assert entries["adamw_groups"].hparams == {"plain_lr": 0.2, "lr": 2e-3}
+    assert entries["adamw_groups"].hparams == {"plain_lr": 0.4, "lr": 2e-3}
     assert entries["adamw_groups"].sources["plain_lr"].startswith("sweep for preset small")
-    assert entries["adamw_sn"].hparams == {"lr": 2e-2}
+    assert entries["adamw_sn"].hparams == {"lr": 2e-2, "plain_lr": 0.4}
+    assert entries["adamw_snsm"].hparams == {"lr": 2e-2, "plain_lr": 0.1}
     untuned = CompareConfig(base=base_config(None, {}, "unused"), use_tuned=False).entries()
     assert [e.hparams for e in untuned][:2] == [{}, {"plain_lr": 2e-2}]
     explicit = base_config("small", {"max_tokens": 1000}, "unused")

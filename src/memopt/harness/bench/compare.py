@@ -540,6 +540,7 @@ def summarize(
             verdict = welch_verdict(finals, base_finals)
             row.update(verdict=verdict.text, verdict_p=verdict.p_value, verdict_label=verdict.label)
         rows.append(row)
+    _add_group_verdicts(rows, results, base_label)
     targets = [t for t, _ in per_seed_targets if t is not None]
     best_targets = [b for _, b in per_seed_targets if b is not None]
     busy = [load for runs in results.values() for load in (r.extra.get("load", {}) for r in runs)]
@@ -566,6 +567,27 @@ def summarize(
     return summary
 
 
+#: the row that separates a compressed method from its per-group learning rates (see compare_recipe.VARIANTS)
+GROUPS_LABEL = "adamw_groups"
+
+
+def _add_group_verdicts(rows: list[dict[str, Any]], results: dict[str, list[TrainResult]], base_label: str) -> None:
+    """Each row's Welch verdict against :data:`GROUPS_LABEL` too, when that row is compared but is not the
+    baseline: AdamW with the compressed presets' parameter groups, so that a row's lead over the baseline
+    can be told apart from the larger learning rate of its embeddings and norms."""
+    if GROUPS_LABEL not in results or base_label == GROUPS_LABEL:
+        return
+    reference = [r.final_val_loss for r in results[GROUPS_LABEL] if r.final_val_loss is not None]
+    for row in rows:
+        if row["optimizer"] in (GROUPS_LABEL, base_label):
+            continue
+        finals = [r.final_val_loss for r in results[row["optimizer"]] if r.final_val_loss is not None]
+        verdict = welch_verdict(finals, reference)
+        row.update(
+            verdict_vs_groups=verdict.text, verdict_vs_groups_p=verdict.p_value, verdict_vs_groups_label=verdict.label
+        )
+
+
 def notes(summary: dict[str, Any]) -> list[str]:
     """The lines printed under the table: targets, the test, a busy machine, repeated data, grid edges."""
     base = summary["baseline"]
@@ -581,6 +603,11 @@ def notes(summary: dict[str, Any]) -> list[str]:
         f"verdict: Welch's t-test of final val loss over {seeds} seed(s) against {base}, two-sided, 5% level"
         + ("" if seeds > 1 else " (needs --seeds 2 or more)")
     )
+    against_groups = [
+        f"{r['optimizer']} {r['verdict_vs_groups_label']}" for r in summary["rows"] if r.get("verdict_vs_groups_label")
+    ]
+    if against_groups:
+        lines.append(f"verdict against {GROUPS_LABEL} (the same test): " + ", ".join(against_groups))
     load = summary.get("load", {})
     if load.get("busy_runs"):
         lines.append(_busy_note(load, summary.get("machine", {})))
