@@ -53,8 +53,9 @@ from memopt.harness.train.checkpoint import atomic_write_bytes
 from memopt.harness.train.config import TrainConfig
 from memopt.harness.train.data import PreparedData, check_sizes, prepare_data
 from memopt.harness.train.errors import ConfigError, NonFiniteLossError
-from memopt.harness.train.loop import Trainer, TrainResult
+from memopt.harness.train.loop import Trainer, TrainResult, perplexity
 from memopt.harness.train.progress import Progress
+from memopt.harness.train.run_folder import check_out
 
 DEFAULT_OPTIMIZERS = recipe.DEFAULT_OPTIMIZERS
 SUMMARY_NAME = "summary.json"
@@ -330,7 +331,7 @@ def run_compare(
         HarnessError: bad input (data, preset, optimizer, hyperparameters, an occupied ``out`` folder).
     """
     config.validate()
-    out = Path(config.out)
+    out = check_out(config.out)
     if (out / SUMMARY_NAME).exists():
         raise ConfigError(f"--out {out}: the folder already holds a comparison ({SUMMARY_NAME}); choose another --out.")
     started = time.time()
@@ -487,7 +488,7 @@ def summarize(
         row.update(
             final_val_loss=final.mean,
             final_val_loss_sd=final.sd,
-            final_val_ppl=math.exp(min(final.mean, 700.0)) if final.mean is not None else None,
+            final_val_ppl=perplexity(final.mean) if final.mean is not None else None,
             best_val_loss=best.mean,
             best_val_loss_sd=best.sd,
             seeds=len(runs),

@@ -45,6 +45,17 @@ class MetricsWriter:
         self._file.close()
 
 
+def format_metric(value: float | None, spec: str = ".4f") -> str:
+    """A metric for a person: ``spec`` for ordinary values, ``inf``/``nan`` when not finite, three
+    significant digits from a million up (a diverged run's perplexity is not a 90-digit number), ``n/a``
+    for None."""
+    if value is None:
+        return "n/a"
+    if not math.isfinite(value) or abs(value) < 1e6:
+        return format(value, spec)
+    return format(value, ".3g")
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a metrics file (an empty list if it does not exist)."""
     path = Path(path)
