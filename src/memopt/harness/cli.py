@@ -13,15 +13,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from memopt.harness.train.errors import ConfigError, HarnessError, NonFiniteLossError
+from memopt.harness.train.errors import ConfigError, HarnessError, NonFiniteLossError, sentence
 from memopt.harness.train.options import Flag, Option, add_arguments, count, duration, options, settings_from
 
 __all__ = ["build_parser", "count", "duration", "main", "sentence"]
-
-
-def sentence(message: str) -> str:
-    """``message`` ending in exactly one full stop (messages built from parts may end in none or two)."""
-    return message.rstrip().rstrip(".") + "."
 
 
 def memopt_version() -> str:

@@ -306,7 +306,9 @@ class Trainer:
         return loss, grad_norm, lr
 
     def _stop_non_finite(self, loss: float, grad_norm: float | None, lr: float) -> None:
-        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the loss is {loss:.4g} but the gradient norm is {grad_norm}"
+        what = f"the loss is {loss}"
+        if math.isfinite(loss):  # the gradient is what overflowed (its norm is known: clipping is on)
+            what = f"the loss is {loss:.4g} but the gradient norm is {grad_norm}"
         raise NonFiniteLossError(
             f"step {self.step + 1}: {what}; the run stopped before updating the model with it. "
             f"{self.checkpoint.last_good()} Start a new run (another --out, or --restart here) with "

@@ -39,7 +39,9 @@ def check_out(out: str | Path, flag: str = "--out", *, create: bool = False) -> 
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise ConfigError(f"{flag} {path}: {existing} is a file, so no folder can be made under it; choose another {flag}.")
+        raise ConfigError(
+            f"{flag} {path}: {existing} is a file, so no folder can be made under it; choose another {flag}."
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         where = "this folder" if existing == path else f"the folder {existing}"
         raise ConfigError(f"{flag} {path}: {where} is not writable; choose another {flag} or fix its permissions.")
@@ -48,7 +50,9 @@ def check_out(out: str | Path, flag: str = "--out", *, create: bool = False) -> 
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{flag} {path}: cannot create the folder ({exc.strerror or exc}); choose another {flag}.") from exc
+        raise ConfigError(
+            f"{flag} {path}: cannot create the folder ({exc.strerror or exc}); choose another {flag}."
+        ) from exc
     return path
 
 
