@@ -250,3 +250,17 @@ def test_a_diverged_run_reports_inf_not_digits(capsys, tmp_path, monkeypatch):
     result.final_val_ppl = math.exp(207.0)
     assert "ppl 7.92e+89;" in cli_module._train_report(result)
     assert json.loads(json.dumps({"ppl": format_metric(math.inf)})) == {"ppl": "inf"}
+
+
+def test_a_killed_comparison_is_run_again_into_the_same_folder(capsys, tmp_path, cache_dir):
+    out = tmp_path / "cmp"
+    left = out / "adamw" / "seed-0"  # what a comparison killed in its first run leaves
+    left.mkdir(parents=True)
+    (left / "config.json").write_text("{}")
+    (left / "metrics.jsonl").write_text("")
+    argv = ["compare", "--preset", "tiny", "--data", "builtin:python-reference", "--vocab-size", "512",
+            "--seq-len", "16", "--batch-size", "2", "--eval-batches", "1", "--cache-dir", cache_dir,
+            "--optimizers", "adamw", "--seeds", "1", "--max-steps", "2", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["rows"][0]["optimizer"] == "adamw"
+    assert [r["step"] for r in read_metrics(left / METRICS_NAME) if r["event"] == "train"] == [1, 2]

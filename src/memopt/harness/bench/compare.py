@@ -232,7 +232,8 @@ class _Runner:
     ) -> TrainConfig:
         """The settings of one run (``tokens``: a sweep run's budget; None: the comparison's)."""
         changes: dict[str, Any] = {"optimizer": entry.optimizer, "hparams": hparams, "lr": None, "seed": seed}
-        changes.update(out=str(out), quiet=True, save_checkpoints=False)
+        # the runs keep no checkpoint: a run folder left by a killed comparison (no summary.json yet) is started again
+        changes.update(out=str(out), quiet=True, save_checkpoints=False, restart=True)
         if tokens is not None:  # a sweep run: its own budget and schedule, evaluated at the end only
             changes.update(max_steps=None, max_tokens=tokens, schedule_steps=None, max_time=None, eval_every=0)
         return dataclasses.replace(self.config.base, **changes)
