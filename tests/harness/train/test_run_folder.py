@@ -264,3 +264,18 @@ def test_a_killed_comparison_is_run_again_into_the_same_folder(capsys, tmp_path,
     assert main(argv) == 0, capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text())["rows"][0]["optimizer"] == "adamw"
     assert [r["step"] for r in read_metrics(left / METRICS_NAME) if r["event"] == "train"] == [1, 2]
+
+
+def test_a_blown_up_run_reports_inf_and_writes_valid_json(capsys, tmp_path, cache_dir):
+    out = tmp_path / "blown"
+    argv = ["train", "--preset", "tiny", "--data", "builtin:python-reference", "--vocab-size", "512",
+            "--seq-len", "16", "--batch-size", "2", "--eval-batches", "1", "--cache-dir", cache_dir,
+            "--max-steps", "8", "--lr", "50", "--out", str(out), "--quiet"]  # fmt: skip
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    result = json.loads((out / "result.json").read_text(), parse_constant=pytest.fail)  # no Infinity/NaN tokens
+    assert result["final_val_loss"] > 709 and result["final_val_ppl"] == "inf"
+    assert "ppl inf;" in captured.out
+    (record,) = [r for r in read_metrics(out / METRICS_NAME) if r["event"] == "eval"]
+    assert record["val_ppl"] == math.inf  # read back as a float

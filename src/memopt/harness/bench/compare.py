@@ -54,6 +54,7 @@ from memopt.harness.train.config import TrainConfig
 from memopt.harness.train.data import PreparedData, check_sizes, prepare_data
 from memopt.harness.train.errors import ConfigError, NonFiniteLossError
 from memopt.harness.train.loop import Trainer, TrainResult, perplexity
+from memopt.harness.train.metrics import json_safe
 from memopt.harness.train.progress import Progress
 from memopt.harness.train.run_folder import check_out
 
@@ -415,7 +416,7 @@ def run_compare(
     }
     summary = summarize(config, chosen, results, extra)
     summary["table"] = format_table(summary)
-    text = json.dumps(summary, indent=2, default=str)
+    text = json.dumps(json_safe(summary), indent=2, default=str)
     atomic_write_bytes(out / SUMMARY_NAME, lambda f: f.write(text.encode()))
     from memopt.harness.bench.plots import plot_compare, plot_sweeps
 

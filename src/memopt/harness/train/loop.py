@@ -33,7 +33,7 @@ from memopt.harness.train.checkpoint import atomic_write_bytes
 from memopt.harness.train.config import TrainConfig
 from memopt.harness.train.data import PreparedData, TokenBatches, check_sizes, prepare_data
 from memopt.harness.train.errors import ConfigError, NonFiniteLossError
-from memopt.harness.train.metrics import METRICS_NAME, MetricsWriter, read_metrics, truncate_after
+from memopt.harness.train.metrics import METRICS_NAME, MetricsWriter, json_safe, read_metrics, truncate_after
 from memopt.harness.train.progress import Progress, ProgressDisplay, ProgressHook
 from memopt.harness.train.run_checkpoint import RunCheckpoint, TrainingState
 from memopt.harness.train.run_folder import CONFIG_NAME, RESULT_NAME
@@ -473,7 +473,7 @@ class _NoMetrics:
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` to ``path`` as indented JSON, atomically."""
-    text = json.dumps(record, indent=2, default=str)
+    text = json.dumps(json_safe(record), indent=2, default=str)
     atomic_write_bytes(path, lambda file: file.write(text.encode()))
 
 

@@ -20,11 +20,28 @@ METRICS_NAME = "metrics.jsonl"
 TIMING_FIELDS = ("step_time", "tokens_per_s", "elapsed", "eval_time")
 
 
+_NON_FINITE = ("inf", "-inf", "nan")
+
+
 def _clean(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write non-finite floats as strings."""
+    """JSON has no NaN/Infinity: write non-finite floats as strings (``"inf"``, ``"-inf"``, ``"nan"``)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth of dicts and lists, written as a string."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return _clean(value)
+
+
+def _restore(value: Any) -> Any:
+    """A value read back: the strings that :func:`_clean` wrote become floats again."""
+    return float(value) if isinstance(value, str) and value in _NON_FINITE else value
 
 
 class MetricsWriter:
@@ -62,7 +79,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+        return [{k: _restore(v) for k, v in json.loads(line).items()} for line in file if line.strip()]
 
 
 def truncate_after(path: Path, step: int, eval_every: int) -> None:
@@ -80,7 +97,7 @@ def truncate_after(path: Path, step: int, eval_every: int) -> None:
         return not (record.get("event") == "eval" and record.get("step") == step and off_grid)
 
     kept = [r for r in read_metrics(path) if keep(r)]
-    text = "".join(json.dumps(r) + "\n" for r in kept)
+    text = "".join(json.dumps(json_safe(r)) + "\n" for r in kept)
     atomic_write_bytes(path, lambda file: file.write(text.encode("utf-8")))
 
 
