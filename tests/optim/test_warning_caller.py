@@ -29,7 +29,7 @@ def test_rank_clamp_warns_once_for_all_matrices_at_the_callers_line():
     (warning,) = _caught(build)
     assert warning.filename == __file__ and warning.lineno == line
     message = str(warning.message)
-    assert message.startswith("rank=8 exceeds what proj_type='svd' allows for 8 matrices, so it is lowered for each: ")
+    assert message.startswith("rank=8 exceeds what proj_type='svd' allows for 8 matrices: parameter ")
     assert "parameter '0.weight' clamped to 3" in message and message.endswith("and 2 more.")
 
 

@@ -84,7 +84,7 @@ class SubspaceMomentum(MomentumEstimator):
     def adjustment_warning(self, group: dict, notes: list[str]) -> str:
         return (
             f"rank={group['rank']} exceeds what proj_type={group['proj_type']!r} allows for {len(notes)} "
-            f"matri{'x' if len(notes) == 1 else 'ces'}, so it is lowered for each: {name_list(notes)}."
+            f"matri{'x' if len(notes) == 1 else 'ces'}: {name_list(notes)}."
         )
 
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
