@@ -29,8 +29,6 @@ draw from a generator seeded by it, the parameter's position in the optimizer an
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from memopt.estimators import projectors
@@ -38,7 +36,7 @@ from memopt.estimators.base import MomentumEstimator, ParamStep
 from memopt.estimators.momentum import ema_bias_correction
 from memopt.estimators.registry import register_estimator
 from memopt.state.template import StateSlot, raw
-from memopt.validation import check_choice, check_positive_int
+from memopt.validation import check_choice, check_positive_int, name_list
 
 PROJ_POLICIES = ("reset", "keep", "transform")
 
@@ -73,7 +71,7 @@ class SubspaceMomentum(MomentumEstimator):
         if not isinstance(group["proj_seed"], int):
             raise ValueError(f"Invalid proj_seed: {group['proj_seed']!r}. proj_seed must be an integer.")
 
-    def check_param(self, param: torch.Tensor, group: dict, name: str) -> None:
+    def check_param(self, param: torch.Tensor, group: dict, name: str) -> str | None:
         if param.ndim != 2:
             raise ValueError(
                 f"{name} has shape {tuple(param.shape)}, but Subspace-Momentum projects matrices (2-D). "
@@ -81,12 +79,13 @@ class SubspaceMomentum(MomentumEstimator):
                 "with memopt.build_optimizer, which gives Subspace-Momentum only to nn.Linear weights."
             )
         limit = projectors.max_rank(tuple(param.shape), group["proj_type"])
-        if group["rank"] > limit:
-            warnings.warn(
-                f"rank={group['rank']} exceeds what proj_type={group['proj_type']!r} allows for {name} of "
-                f"shape {tuple(param.shape)}; it is clamped to {limit}.",
-                stacklevel=4,
-            )
+        return f"{name} clamped to {limit}" if group["rank"] > limit else None
+
+    def adjustment_warning(self, group: dict, notes: list[str]) -> str:
+        return (
+            f"rank={group['rank']} exceeds what proj_type={group['proj_type']!r} allows for {len(notes)} "
+            f"matri{'x' if len(notes) == 1 else 'ces'}: {name_list(notes)}."
+        )
 
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
         """The projected momentum (elementwise: any storage format) and the projector. The projector is

@@ -53,8 +53,10 @@ from memopt.harness.train.checkpoint import atomic_write_bytes
 from memopt.harness.train.config import TrainConfig
 from memopt.harness.train.data import PreparedData, check_sizes, prepare_data
 from memopt.harness.train.errors import ConfigError, NonFiniteLossError
-from memopt.harness.train.loop import Trainer, TrainResult
+from memopt.harness.train.loop import Trainer, TrainResult, perplexity
+from memopt.harness.train.metrics import json_safe
 from memopt.harness.train.progress import Progress
+from memopt.harness.train.run_folder import check_out
 
 DEFAULT_OPTIMIZERS = recipe.DEFAULT_OPTIMIZERS
 SUMMARY_NAME = "summary.json"
@@ -231,7 +233,8 @@ class _Runner:
     ) -> TrainConfig:
         """The settings of one run (``tokens``: a sweep run's budget; None: the comparison's)."""
         changes: dict[str, Any] = {"optimizer": entry.optimizer, "hparams": hparams, "lr": None, "seed": seed}
-        changes.update(out=str(out), quiet=True, save_checkpoints=False)
+        # the runs keep no checkpoint: a run folder left by a killed comparison (no summary.json yet) is started again
+        changes.update(out=str(out), quiet=True, save_checkpoints=False, restart=True)
         if tokens is not None:  # a sweep run: its own budget and schedule, evaluated at the end only
             changes.update(max_steps=None, max_tokens=tokens, schedule_steps=None, max_time=None, eval_every=0)
         return dataclasses.replace(self.config.base, **changes)
@@ -330,7 +333,7 @@ def run_compare(
         HarnessError: bad input (data, preset, optimizer, hyperparameters, an occupied ``out`` folder).
     """
     config.validate()
-    out = Path(config.out)
+    out = check_out(config.out)
     if (out / SUMMARY_NAME).exists():
         raise ConfigError(f"--out {out}: the folder already holds a comparison ({SUMMARY_NAME}); choose another --out.")
     started = time.time()
@@ -413,7 +416,7 @@ def run_compare(
     }
     summary = summarize(config, chosen, results, extra)
     summary["table"] = format_table(summary)
-    text = json.dumps(summary, indent=2, default=str)
+    text = json.dumps(json_safe(summary), indent=2, default=str)
     atomic_write_bytes(out / SUMMARY_NAME, lambda f: f.write(text.encode()))
     from memopt.harness.bench.plots import plot_compare, plot_sweeps
 
@@ -487,7 +490,7 @@ def summarize(
         row.update(
             final_val_loss=final.mean,
             final_val_loss_sd=final.sd,
-            final_val_ppl=math.exp(min(final.mean, 700.0)) if final.mean is not None else None,
+            final_val_ppl=perplexity(final.mean) if final.mean is not None else None,
             best_val_loss=best.mean,
             best_val_loss_sd=best.sd,
             seeds=len(runs),

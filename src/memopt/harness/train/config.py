@@ -83,14 +83,17 @@ class TrainConfig:
         max_steps, max_tokens, max_time: limits; the run stops at the first reached. Without max_steps and
             max_tokens the recipe's (or 200) steps are used. ``max_time`` is in seconds of wall time.
         schedule_steps: the schedule's length (default: the step limit). Set it to stop a run early and
-            continue it later with ``resume`` on the same schedule.
+            continue it later with ``resume`` on the same schedule. Steps past its end hold a cosine at its
+            floor (:class:`memopt.harness.train.schedule.HoldAfterEnd`).
         eval_every: evaluate every this many steps (and at the end); 0 only at the end.
         eval_batches: validation batches (of ``batch_size`` sequences), fixed for the whole run.
         save_every: checkpoint every this many steps (and at the end); 0 only at the end.
         save_checkpoints: False writes no checkpoint at all.
         seed: seeds model initialisation and data order.
         out: run folder (metrics, config, checkpoint, result).
-        resume: continue the run in ``out`` from its checkpoint.
+        resume: continue the run in ``out`` from its checkpoint (keeping the schedule it started with unless
+            ``schedule_steps`` is given, so that a larger ``max_steps`` extends a finished run).
+        restart: start the run in ``out`` again, removing the run files an earlier start left there.
         trust_checkpoint: allow full unpickling of the checkpoint (only for files you wrote).
         quiet: no progress bar or messages.
     """
@@ -102,8 +105,9 @@ class TrainConfig:
     model_config: str | None = setting(None, flag=Flag(
         "a transformers causal-LM config.json to use instead of the preset's model", "model", "PATH"))
     data: str | None = setting(None, flag=Flag(
-        "text file, JSON Lines file with a 'text' field, or directory of them", "data", "PATH",
-        default_text="the Python language reference from pydoc_data"))
+        "text file, JSON Lines file with a 'text' field, directory of them, or a built-in corpus: "
+        "builtin:sympy, builtin:python-reference (small, quick)", "data", "PATH",
+        default_text="builtin:sympy, the Python source of the installed SymPy package"))
     tokenizer: str = setting("bpe", flag=Flag("BPE trained on the data, or bytes", "data", choices=KINDS))
     vocab_size: int = setting(2048, flag=Flag("BPE vocabulary size", "data", "N"))
     val_fraction: float = setting(0.05, flag=Flag("share of the text held out for validation", "data", "F"))
@@ -139,7 +143,8 @@ class TrainConfig:
     max_tokens: int | None = setting(None, flag=Flag("training tokens, e.g. 2M", metavar="N", parse=count))
     max_time: float | None = setting(None, flag=Flag("wall time, e.g. 90s, 10m", metavar="T", parse=duration))
     schedule_steps: int | None = setting(None, flag=Flag(
-        "schedule length if not the step limit (to stop early and --resume later)", "optimizer", "N"))
+        "schedule length if not the step limit (to stop early and --resume later; a cosine holds its floor "
+        "after it)", "optimizer", "N"))
     eval_every: int = setting(50, flag=Flag(
         "evaluate every N steps (and at the end); 0 = only at the end", metavar="N"))
     eval_batches: int = setting(8, flag=Flag("fixed validation batches", metavar="N"))
@@ -148,7 +153,12 @@ class TrainConfig:
     save_checkpoints: bool = True
     seed: int = setting(0, flag=Flag("model init and data order"))
     out: str = setting("runs/train", flag=Flag("run folder", metavar="DIR", default_text="runs/COMMAND-TIMESTAMP"))
-    resume: bool = setting(False, flag=Flag("continue the run in --out from its checkpoint", commands=("train",)))
+    resume: bool = setting(False, flag=Flag(
+        "continue the run in --out from its checkpoint; with a larger --max-steps, extend a finished run (the "
+        "schedule is kept: a cosine stays at its floor after its end)", commands=("train",)))
+    restart: bool = setting(False, flag=Flag(
+        "start the run in --out again from step 0, removing its files (config, metrics, checkpoint, result)",
+        commands=("train",)))
     trust_checkpoint: bool = setting(False, flag=Flag(
         "allow loading a checkpoint whose optimizer state holds Python objects (only files you wrote)",
         commands=("train",)))
@@ -239,11 +249,6 @@ class TrainConfig:
                 "drop --dtype bf16 (autocast is for fp32 parameters)."
             )
         check_sparsity(self.sparsity)
-        if self.schedule_steps is not None and self.schedule_steps < self.total_steps() and self.schedule == "cosine":
-            raise ConfigError(
-                f"--schedule-steps {self.schedule_steps}: shorter than the run's {self.total_steps()} steps; "
-                "the cosine would rise again after its end. Raise --schedule-steps or lower --max-steps."
-            )
 
 
 def make_config(preset: str | None = None, **explicit: Any) -> TrainConfig:
