@@ -42,6 +42,7 @@ STUDY_NAMES = (
     "convex",
     "saddle",
     "poincare",
+    "wildfire",
 )
 
 
