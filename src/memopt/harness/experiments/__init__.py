@@ -43,6 +43,7 @@ STUDY_NAMES = (
     "saddle",
     "poincare",
     "wildfire",
+    "mri",
 )
 
 
