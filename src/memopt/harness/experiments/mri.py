@@ -109,7 +109,7 @@ def run(options: Options) -> StudyResult:
             table.setdefault(f"CS wavelet-l1 (FISTA, lam {lam:g})", {}).setdefault(setting, []).append(
                 mri.psnr_ssim(x, cs))
             with torch.no_grad():
-                for (dc, opt, seed), model in models.items():
+                for (dc, opt, _seed), model in models.items():
                     out = model(y[None], sens, mask)[-1][0]
                     table.setdefault(f"CIRIM {dc} DC ({opt})", {}).setdefault(setting, []).append(
                         mri.psnr_ssim(x, out))
