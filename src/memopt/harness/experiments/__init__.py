@@ -44,6 +44,7 @@ STUDY_NAMES = (
     "poincare",
     "wildfire",
     "mri",
+    "inversion",
 )
 
 
