@@ -77,6 +77,13 @@ def run_seed(seed: int, quick: bool) -> dict:
     return out
 
 
+def _fewer(rows: list[dict], target: float) -> bool:
+    """Whether the last arm (the landscape) reaches ``target`` in fewer iterations than the first (same step)."""
+    key = f"iterations_to_{target}"
+    learned, plain = rows[-1][key], rows[0][key]
+    return learned is not None and (plain is None or learned < plain)
+
+
 def run(options: Options) -> StudyResult:
     seeds = list(range(options.seeds))
     per_seed = {seed: run_seed(seed, options.quick) for seed in seeds}
@@ -96,13 +103,7 @@ def run(options: Options) -> StudyResult:
         lines.append(f"{name}: " + "; ".join(parts) + f"; final median error {finals}")
     landscape, same = names[-1], names[0]
     for target in TARGETS:
-        faster = [
-            s for s in seeds
-            if list(per_seed[s].values())[-1][f"iterations_to_{target}"] is not None
-            and (list(per_seed[s].values())[0][f"iterations_to_{target}"] is None
-                 or list(per_seed[s].values())[-1][f"iterations_to_{target}"]
-                 < list(per_seed[s].values())[0][f"iterations_to_{target}"])
-        ]
+        faster = [s for s in seeds if _fewer(list(per_seed[s].values()), target)]
         lines.append(f"'{landscape}' reaches {target} in fewer iterations than '{same}' on seeds {faster} of {seeds}")
 
     fig, (ax1, ax2) = figure(2)
