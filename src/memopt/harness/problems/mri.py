@@ -82,10 +82,14 @@ def complex_image(gray: np.ndarray, size: int, rng: np.random.Generator, crop: b
     return magnitude * np.exp(1j * smooth_phase(size, rng))
 
 
-def training_images(size: int, count: int, seed: int) -> Tensor:
-    """``count`` random crops of :data:`TRAIN_IMAGES` as ``[count, size, size]`` complex64."""
+def training_images(size: int, count: int, seed: int, names: tuple[str, ...] = TRAIN_IMAGES) -> Tensor:
+    """``count`` random crops of the images ``names`` (default :data:`TRAIN_IMAGES`), ``[count, size, size]``
+    complex64."""
+    held_out = set(names) & set(TEST_IMAGES)
+    if held_out:
+        raise ValueError(f"{sorted(held_out)} are test images; train on others (e.g. TRAIN_IMAGES).")
     rng = np.random.default_rng(seed)
-    grays = [gray_image(name) for name in TRAIN_IMAGES]
+    grays = [gray_image(name) for name in names]
     images = [complex_image(grays[rng.integers(len(grays))], size, rng, crop=True) for _ in range(count)]
     return torch.from_numpy(np.stack(images)).to(torch.complex64)
 
