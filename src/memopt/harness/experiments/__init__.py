@@ -42,6 +42,9 @@ STUDY_NAMES = (
     "convex",
     "saddle",
     "poincare",
+    "wildfire",
+    "mri",
+    "inversion",
 )
 
 
