@@ -40,6 +40,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 __all__ = ["FORMS", "TrActConv2d", "TrActLinear", "tract", "tract_weight_grad"]
 
@@ -199,13 +200,18 @@ def tract(layer: nn.Module, lambda_: float = 0.1, *, form: str = "auto") -> nn.M
     Raises:
         TypeError: ``layer`` is not an ``nn.Linear`` or ``nn.Conv2d``.
         ValueError: ``lambda_`` is not a finite number > 0, ``form`` is unknown, the layer is already a TrAct
-            layer, or the convolution is grouped.
+            layer, its weight is parametrized (apply ``tract`` first), or the convolution is grouped.
     """
     lambda_ = _check_lambda(lambda_)
     form = _check_form(form)
     if isinstance(layer, (TrActLinear, TrActConv2d)):
         raise ValueError(
             f"{type(layer).__name__} is a TrAct layer already; to change its regulariser set its lambda_ attribute."
+        )
+    if parametrize.is_parametrized(layer, "weight"):
+        raise ValueError(
+            f"tract: the {type(layer).__name__}'s weight is parametrized (e.g. weight_norm); apply tract first, "
+            "then the parametrization to the layer tract returns."
         )
     if type(layer) is nn.Linear:
         new: nn.Module = TrActLinear(layer.in_features, layer.out_features, bias=False, device="meta")
