@@ -84,4 +84,3 @@ def apply_tract(model: nn.Module, lambda_: float) -> nn.Module:
         raise ConfigError(f"--tract {lambda_}: {exc}") from exc
     setattr(parent, name, new)
     return new
-
