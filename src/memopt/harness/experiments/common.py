@@ -21,6 +21,8 @@ class Options:
     out: Path
     seeds: int = 3
     quick: bool = False
+    #: registry names (``--optimizers``), for the studies that take them; None: the study's default
+    optimizers: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -34,11 +36,12 @@ class StudyResult:
 
 @dataclass(frozen=True)
 class Study:
-    """A named study: ``run(options) -> StudyResult``."""
+    """A named study: ``run(options) -> StudyResult``; ``takes_optimizers``: it reads ``options.optimizers``."""
 
     name: str
     help: str
     run: Callable[[Options], StudyResult]
+    takes_optimizers: bool = False
 
 
 def environment() -> dict[str, Any]:
@@ -60,7 +63,7 @@ def write(study: Study, options: Options, result: StudyResult, seconds: float) -
     png_path = options.out / f"{study.name}.png"
     payload = {
         "study": study.name,
-        "options": {"seeds": options.seeds, "quick": options.quick},
+        "options": {"seeds": options.seeds, "quick": options.quick, "optimizers": options.optimizers},
         "environment": environment(),
         "seconds": round(seconds, 2),
         "summary": result.lines,
