@@ -55,7 +55,7 @@ BATCH = 64
 SIZE = 16
 #: the test accuracy whose epochs-to-reach the summary compares, per model (fixed before the full run)
 TARGETS = {"ResNet (WRN-10-1)": 0.95, "ViT": 0.90}
-FULL_EPOCHS = 30
+FULL_EPOCHS = 20
 QUICK_EPOCHS = 2
 
 
