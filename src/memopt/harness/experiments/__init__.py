@@ -67,6 +67,13 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
         help="registry names to compare, for the studies that take them (tract); default: the study's own",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the independent runs in N processes, for the studies that can (tract); same numbers (default 1)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -101,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             hint = closest_names_hint(unknown[0], list_optimizers())
             raise SystemExit(f"--optimizers: unknown registry name {unknown[0]!r}.{hint} Run `memopt list`.")
-    options = Options(out=Path(args.out), seeds=seeds, quick=args.quick, optimizers=optimizers)
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {jobs}.")
+    options = Options(out=Path(args.out), seeds=seeds, quick=args.quick, optimizers=optimizers, jobs=jobs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

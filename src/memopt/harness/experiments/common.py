@@ -23,6 +23,8 @@ class Options:
     quick: bool = False
     #: registry names (``--optimizers``), for the studies that take them; None: the study's default
     optimizers: tuple[str, ...] | None = None
+    #: processes for a study's independent runs (``--jobs``; the studies that take it give the same numbers)
+    jobs: int = 1
 
 
 @dataclass

@@ -23,7 +23,8 @@ Arms per model: each optimizer of ``--optimizers`` (any registry name; default `
 without TrAct on the first layer, and SGD with weight normalization. Optimizers that need a closure get
 one. Settings: :data:`SETTINGS` for SGD (momentum 0.9, the paper's ResNet recipe) and AdamW; any other
 name runs at the registry's recommended settings (:func:`memopt.registry.specs.recommended_hparams`).
-The summary gives, per arm, the final test accuracy and loss (mean over seeds) and the epochs to reach
+``--jobs N`` runs the independent runs in N processes
+(same numbers). The summary gives, per arm, the final test accuracy and loss (mean over seeds) and the epochs to reach
 :data:`TARGETS` test accuracy; TrAct's speed-up is the ratio of those epochs against the same optimizer's
 baseline.
 """
@@ -198,12 +199,16 @@ def run(options: Options) -> StudyResult:
     optimizers = tuple(options.optimizers or DEFAULT_OPTIMIZERS)
     epochs = QUICK_EPOCHS if options.quick else FULL_EPOCHS
     data = digits(options.quick)
+    jobs = [
+        (model_name, label, name, technique, seed)
+        for model_name in MODELS
+        for label, name, technique in arms(optimizers)
+        for seed in range(options.seeds)
+    ]
+    curves = _run_all([(m, n, t, seed, data, epochs) for m, _, n, t, seed in jobs], options.jobs)
     runs: dict[str, dict[str, list[dict]]] = {}
-    for model_name in MODELS:
-        runs[model_name] = {
-            label: [train(model_name, name, technique, seed, data, epochs) for seed in range(options.seeds)]
-            for label, name, technique in arms(optimizers)
-        }
+    for (model_name, label, *_), curve in zip(jobs, curves):
+        runs.setdefault(model_name, {}).setdefault(label, []).append(curve)
     summary = {
         m: {label: summarise(r, epochs, TARGETS[m]) for label, r in by_arm.items()} for m, by_arm in runs.items()
     }
@@ -235,6 +240,23 @@ def run(options: Options) -> StudyResult:
     data_out = {"epochs": epochs, "targets": TARGETS, "lambda": LAMBDA, "settings": settings, "summary": summary}
     data_out["runs"] = runs
     return StudyResult(data_out, fig, lines)
+
+
+def _train_one_thread(args: tuple) -> dict:
+    torch.set_num_threads(1)
+    return train(*args)
+
+
+def _run_all(tasks: list[tuple], processes: int) -> list[dict]:
+    """:func:`train` on every task, in order; in ``processes`` forked workers when more than one (each run
+    seeds itself and uses one thread, so the numbers are those of a sequential run)."""
+    if processes <= 1:
+        return [train(*task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_train_one_thread, tasks))
 
 
 def _figure(runs: dict[str, dict[str, list[dict]]], epochs: int):
