@@ -67,7 +67,17 @@ def test_any_registry_optimizer_joins_and_closure_optimizers_get_a_closure():
     assert study.epochs_to([0.5, 0.91, 0.97], 0.9) == 2 and study.epochs_to([0.5], 0.9) is None
 
 
-def test_optimizers_option_is_checked(tmp_path):
+def test_runs_in_worker_processes_give_the_numbers_of_a_sequential_run():
+    data = {k: v[:64] for k, v in study.digits(quick=True).items()}
+    tasks = [("ViT", "sgd", "tract", seed, data, 1) for seed in range(2)]
+    sequential, parallel = study._run_all(tasks, 1), study._run_all(tasks, 2)
+    for a, b in zip(sequential, parallel):
+        assert a.pop("cpu_seconds") > 0 and b.pop("cpu_seconds") > 0
+        assert a == b
+    assert sequential[0] != sequential[1]  # the seeds differ
+
+
+def test_optimizers_and_jobs_options_are_checked(tmp_path):
     top = argparse.ArgumentParser(prog="memopt")
     experiments.add_subparser(top.add_subparsers(dest="command"))
     args = top.parse_args(["experiment", "tract", "--quick", "--optimizers", "sgd,adamx", "--out", str(tmp_path)])
@@ -78,4 +88,10 @@ def test_optimizers_option_is_checked(tmp_path):
         args.func(args)
     with pytest.raises(SystemExit):
         top.parse_args(["experiment", "tract", "--optimizers", ","])
+    args = top.parse_args(["experiment", "naggs", "--quick", "--jobs", "2", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--jobs 2: the naggs study runs in one process"):
+        args.func(args)
+    args = top.parse_args(["experiment", "tract", "--quick", "--jobs", "0", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--jobs must be >= 1, got 0"):
+        args.func(args)
     assert Options(out=tmp_path).optimizers is None

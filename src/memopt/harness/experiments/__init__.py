@@ -111,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     jobs = getattr(args, "jobs", 1)
     if jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {jobs}.")
+    if jobs > 1 and not study.takes_jobs:
+        raise SystemExit(f"--jobs {jobs}: the {study.name} study runs in one process; drop --jobs.")
     options = Options(out=Path(args.out), seeds=seeds, quick=args.quick, optimizers=optimizers, jobs=jobs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)

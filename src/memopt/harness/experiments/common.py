@@ -38,12 +38,14 @@ class StudyResult:
 
 @dataclass(frozen=True)
 class Study:
-    """A named study: ``run(options) -> StudyResult``; ``takes_optimizers``: it reads ``options.optimizers``."""
+    """A named study: ``run(options) -> StudyResult``; ``takes_optimizers`` / ``takes_jobs``: it reads
+    ``options.optimizers`` / ``options.jobs``."""
 
     name: str
     help: str
     run: Callable[[Options], StudyResult]
     takes_optimizers: bool = False
+    takes_jobs: bool = False
 
 
 def environment() -> dict[str, Any]:

@@ -281,4 +281,5 @@ STUDY = Study(
     "TrAct and weight norm on digits: ResNet and ViT, SGD and AdamW, accuracy against epochs",
     run,
     takes_optimizers=True,
+    takes_jobs=True,
 )
