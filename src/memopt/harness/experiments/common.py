@@ -136,3 +136,13 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
         return mean, float("nan")
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(var / n)
+
+
+def step_with(optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """One step on the loss ``closure`` computes (it zeroes the gradients and calls ``backward``): through
+    ``step(closure)`` for the optimizers that need one (``needs_closure``), else one evaluation and ``step()``."""
+    if getattr(optimizer, "needs_closure", False):
+        return optimizer.step(closure)
+    loss = closure()
+    optimizer.step()
+    return loss

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from memopt.harness.experiments.common import Options, Study, StudyResult, figure, mean_and_se
+from memopt.harness.experiments.common import Options, Study, StudyResult, figure, mean_and_se, step_with
 from memopt.harness.train.reparam import apply_tract, apply_weight_norm
 from memopt.harness.train.wide_resnet import WideResNet
 from memopt.registry.specs import build_optimizer, recommended_hparams
@@ -139,7 +139,6 @@ def train(model_name: str, optimizer: str, technique: str | None, seed: int, dat
     n = len(data["train_y"])
     steps = epochs * -(-n // BATCH)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    needs_closure = getattr(opt, "needs_closure", False)
     generator = torch.Generator().manual_seed(1000 + seed)
     curve: dict[str, list[float]] = {"test_acc": [], "test_loss": [], "train_loss": []}
     cpu = time.process_time()
@@ -156,11 +155,7 @@ def train(model_name: str, optimizer: str, technique: str | None, seed: int, dat
                 loss.backward()
                 return loss
 
-            if needs_closure:
-                loss = opt.step(closure)
-            else:
-                loss = closure()
-                opt.step()
+            loss = step_with(opt, closure)
             scheduler.step()
             losses.append(float(loss.detach()))
         acc, test_loss = evaluate(model, data["test_x"], data["test_y"])
