@@ -77,6 +77,7 @@ class TrainConfig:
         sparsity: fraction of the linear weights pruned by magnitude at initialisation and kept zero
             (stored compactly, :mod:`memopt.harness.memory.sparsity`); 0 disables.
         activation_checkpointing: recompute activations in backward to save memory.
+        weight_norm: weight-normalize every ``nn.Linear`` (:func:`memopt.harness.train.reparam.apply_weight_norm`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         parallel: under ``torchrun``, ``"fsdp"`` (FSDP2, one unit per transformer block) or ``"ddp"``;
             ignored in a single process (see :mod:`memopt.harness.train.distributed`).
@@ -136,6 +137,9 @@ class TrainConfig:
     sparsity: float = setting(0.0, flag=Flag(
         "prune this fraction of the linear weights by magnitude at initialisation, kept zero", metavar="F"))
     activation_checkpointing: bool = setting(False, flag=Flag("recompute activations in backward to save memory"))
+    weight_norm: bool = setting(False, flag=Flag(
+        "weight normalization (Salimans & Kingma 2016) of every linear layer: w = g v / |v| per output unit, "
+        "by torch.nn.utils.parametrizations.weight_norm", "model"))
     device: str = setting("auto", flag=Flag("auto, cpu, cuda, cuda:N"))
     parallel: str = setting("fsdp", flag=Flag(
         "under torchrun: shard the model with FSDP2 or replicate it with DDP", choices=PARALLEL))
@@ -249,6 +253,11 @@ class TrainConfig:
                 "drop --dtype bf16 (autocast is for fp32 parameters)."
             )
         check_sparsity(self.sparsity)
+        if self.weight_norm and self.sparsity:
+            raise ConfigError(
+                f"--weight-norm with --sparsity {self.sparsity}: pruning zeroes entries of w, but weight "
+                "normalization recomputes w = g v / |v| from new parameters at every step; use one of the two."
+            )
 
 
 def make_config(preset: str | None = None, **explicit: Any) -> TrainConfig:

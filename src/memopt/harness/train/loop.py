@@ -35,6 +35,7 @@ from memopt.harness.train.data import PreparedData, TokenBatches, check_sizes, p
 from memopt.harness.train.errors import ConfigError, NonFiniteLossError
 from memopt.harness.train.metrics import METRICS_NAME, MetricsWriter, json_safe, read_metrics, truncate_after
 from memopt.harness.train.progress import Progress, ProgressDisplay, ProgressHook
+from memopt.harness.train.reparam import apply_weight_norm
 from memopt.harness.train.run_checkpoint import RunCheckpoint, TrainingState
 from memopt.harness.train.run_folder import CONFIG_NAME, RESULT_NAME
 from memopt.harness.train.schedule import HoldAfterEnd, build_scheduler, describe_extension
@@ -99,7 +100,7 @@ class Trainer:
         self.model_config = models.model_config(
             config.preset, config.model_config, self.data.vocab_size, config.seq_len
         )
-        self.model = models.build_model(self.model_config, config.seed).to(self.device)
+        self.model = self._build_model().to(self.device)
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         self.techniques = config.techniques()
@@ -142,6 +143,13 @@ class Trainer:
         return self.processes.is_main
 
     # ------------------------------------------------------------------ setup
+
+    def _build_model(self) -> torch.nn.Module:
+        """The freshly initialised model, weight-normalized with ``--weight-norm``."""
+        model = models.build_model(self.model_config, self.config.seed)
+        if self.config.weight_norm:
+            apply_weight_norm(model)
+        return model
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         """Apply the memory techniques that change the parameters (sparsity, bf16 parameters and their
@@ -196,6 +204,8 @@ class Trainer:
             identity["param_dtype"] = self.config.param_dtype
         if self.config.sparsity:
             identity["sparsity"] = self.config.sparsity
+        if self.config.weight_norm:
+            identity["weight_norm"] = True
         return json.loads(json.dumps(identity, default=str))
 
     def _adopt_saved_schedule(self, config: TrainConfig) -> None:
@@ -249,7 +259,7 @@ class Trainer:
 
     def _unsharded_copy(self) -> TrainingState:
         """A single-process model, optimizer and scheduler of this run (to convert its checkpoint)."""
-        model = models.build_model(self.model_config, self.config.seed)
+        model = self._build_model()
         optimizer = opt_lib.build(model, self.config.optimizer, self.hparams)
         peak = float(self.hparams["lr"])
         schedule = build_scheduler(optimizer, self.schedule_config, self.config.schedule_length(), peak)
