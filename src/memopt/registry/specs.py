@@ -49,7 +49,9 @@ class OptimizerSpec:
     ``compressed_only``: hyperparameters given to the compressed group alone; ``plain_group``: settings of
     the plain group (``None`` switches a compressed estimator off); ``split``: ``"linear"`` puts
     ``nn.Linear`` weights in the compressed group, ``"all"`` puts every parameter in one group;
-    ``recommended``: hyperparameters for LLaMA-style pretraining (used by ``memopt compare``).
+    ``recommended``: hyperparameters for LLaMA-style pretraining (used by ``memopt compare``);
+    ``split_kind``: the parameter kind (:data:`~memopt.registry.partition.KINDS`) of the compressed group
+    when ``split="linear"`` and ``build_optimizer`` gets no ``split=``.
     """
 
     name: str
@@ -59,6 +61,7 @@ class OptimizerSpec:
     compressed_only: tuple[str, ...] = ()
     plain_group: dict[str, Any] = field(default_factory=dict)
     recommended: dict[str, Any] = field(default_factory=dict)
+    split_kind: str = "linear_weight"
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -172,15 +175,19 @@ def build_optimizer(
     combined into one :class:`~memopt.optim.chained.ChainedOptimizer` (a single part is returned as is).
 
     ``split(name, param) -> bool`` selects the compressed parameters (default: ``nn.Linear`` weights for
-    the Subset-Norm family; ignored by optimizers that treat every parameter alike). Parameter groups
-    carry ``param_names`` so that error messages name the parameter.
+    the Subset-Norm family, the hidden ones for Muon: the spec's ``split_kind``; ignored by optimizers that
+    treat every parameter alike). Parameter groups carry ``param_names`` so that error messages name the
+    parameter.
     """
-    rule = split or linear_weight_split(model)
+
+    def rule(registry_name: str) -> SplitRule:
+        return split or KINDS[get_spec(registry_name).split_kind](model)
+
     if isinstance(name, str):
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError(f"The model has no trainable parameters to optimize with {name!r}.")
-        return _build_named(name, named, rule, hparams)
+        return _build_named(name, named, rule(name), hparams)
     if not isinstance(name, Mapping):
         raise TypeError(f"build_optimizer takes a registry name or a partition dict, got {type(name).__name__}.")
     parts = partition(model, name)
@@ -190,7 +197,8 @@ def build_optimizer(
         accepted = accepted_hparams(part.optimizer)
         shared = {k: v for k, v in hparams.items() if k in accepted}
         shared_unused -= set(shared)
-        optimizers.append((part.label, _build_named(part.optimizer, part.named, rule, {**shared, **part.hparams})))
+        built = _build_named(part.optimizer, part.named, rule(part.optimizer), {**shared, **part.hparams})
+        optimizers.append((part.label, built))
     if shared_unused:
         raise ValueError(
             f"No optimizer of the partition takes the hyperparameters {sorted(shared_unused)}; give them to the "
@@ -295,5 +303,18 @@ for _spec in (
     OptimizerSpec("riemannian_adagrad", RiemannianAdagrad,
                   "Riemannian AdaGrad (RADAGRAD): one accumulator of ||g||_x^2 per manifold point.",
                   recommended={"lr": 1e-2}),
+):  # fmt: skip
+    register(_spec)
+
+
+# Methods of 2024-2025 that keep less state than AdamW or use it better (docs/benchmarks.md compares their state
+# bytes). Learning rates: starting points that lower the loss of the harness's tiny preset, not tuned.
+from memopt.optim.muon import Muon  # noqa: E402
+
+for _spec in (
+    OptimizerSpec("muon", Muon,
+                  "Muon (Newton-Schulz orthogonalized momentum) on hidden nn.Linear weights, AdamW on the rest.",
+                  split="linear", split_kind="hidden_linear_weight", plain_group={"use_muon": False},
+                  recommended={"lr": 2e-3, "weight_decay": 0.0}),
 ):  # fmt: skip
     register(_spec)
