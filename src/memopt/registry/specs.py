@@ -309,6 +309,7 @@ for _spec in (
 
 # Methods of 2024-2025 that keep less state than AdamW or use it better (docs/benchmarks.md compares their state
 # bytes). Learning rates: starting points that lower the loss of the harness's tiny preset, not tuned.
+from memopt.optim.galore import GaLoreAdamW  # noqa: E402
 from memopt.optim.muon import Muon  # noqa: E402
 
 for _spec in (
@@ -316,5 +317,11 @@ for _spec in (
                   "Muon (Newton-Schulz orthogonalized momentum) on hidden nn.Linear weights, AdamW on the rest.",
                   split="linear", split_kind="hidden_linear_weight", plain_group={"use_muon": False},
                   recommended={"lr": 2e-3, "weight_decay": 0.0}),
+    OptimizerSpec("galore", GaLoreAdamW,
+                  "GaLore-AdamW: both moments in a rank-r SVD projection of hidden nn.Linear gradients, AdamW "
+                  "on the rest.",
+                  split="linear", split_kind="hidden_linear_weight",
+                  compressed_only=("rank", "update_proj_gap", "scale", "proj_type", "proj_seed", "proj_schedule"),
+                  plain_group={"rank": None}, recommended={"lr": 1e-2}),
 ):  # fmt: skip
     register(_spec)
