@@ -51,7 +51,9 @@ class OptimizerSpec:
     ``nn.Linear`` weights in the compressed group, ``"all"`` puts every parameter in one group;
     ``recommended``: hyperparameters for LLaMA-style pretraining (used by ``memopt compare``);
     ``split_kind``: the parameter kind (:data:`~memopt.registry.partition.KINDS`) of the compressed group
-    when ``split="linear"`` and ``build_optimizer`` gets no ``split=``.
+    when ``split="linear"`` and ``build_optimizer`` gets no ``split=``; ``param_settings``: for
+    ``split="structure"``, ``param_settings(model)(name, param)`` gives each parameter's group settings
+    (parameters with equal settings share a group), e.g. Adam-mini's block kinds.
     """
 
     name: str
@@ -62,6 +64,7 @@ class OptimizerSpec:
     plain_group: dict[str, Any] = field(default_factory=dict)
     recommended: dict[str, Any] = field(default_factory=dict)
     split_kind: str = "linear_weight"
+    param_settings: Callable[[nn.Module], Callable[[str, torch.Tensor], dict[str, Any]]] | None = None
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -180,8 +183,11 @@ def build_optimizer(
     parameter.
     """
 
-    def rule(registry_name: str) -> SplitRule:
-        return split or KINDS[get_spec(registry_name).split_kind](model)
+    def rule(registry_name: str) -> SplitRule | Callable[[str, torch.Tensor], dict[str, Any]]:
+        spec = get_spec(registry_name)
+        if spec.split == "structure":
+            return spec.param_settings(model)
+        return split or KINDS[spec.split_kind](model)
 
     if isinstance(name, str):
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -223,6 +229,12 @@ def _build_named(
     group_settings = {k: hparams.pop(k) for k in ENGINE_GROUP_KEYS if k in hparams and k not in _signature(spec.cls)}
     if spec.split == "all":
         groups = [_group(named, **group_settings)]
+    elif spec.split == "structure":  # ``rule`` gives each parameter's settings
+        by_settings: dict[str, tuple[dict[str, Any], list]] = {}
+        for n, p in named:
+            settings = rule(n, p)
+            by_settings.setdefault(repr(sorted(settings.items())), (settings, []))[1].append((n, p))
+        groups = [_group(members, **settings, **group_settings) for settings, members in by_settings.values()]
     else:
         compressed = [(n, p) for n, p in named if rule(n, p)]
         plain = [(n, p) for n, p in named if not rule(n, p)]
@@ -309,6 +321,7 @@ for _spec in (
 
 # Methods of 2024-2025 that keep less state than AdamW or use it better (docs/benchmarks.md compares their state
 # bytes). Learning rates: starting points that lower the loss of the harness's tiny preset, not tuned.
+from memopt.optim.adam_mini import AdamMini, adam_mini_blocks  # noqa: E402
 from memopt.optim.galore import GaLoreAdamW  # noqa: E402
 from memopt.optim.muon import Muon  # noqa: E402
 
@@ -323,5 +336,8 @@ for _spec in (
                   split="linear", split_kind="hidden_linear_weight",
                   compressed_only=("rank", "update_proj_gap", "scale", "proj_type", "proj_seed", "proj_schedule"),
                   plain_group={"rank": None}, recommended={"lr": 1e-2}),
+    OptimizerSpec("adam_mini", AdamMini,
+                  "Adam-mini: one second moment per attention head (q, k), output neuron, token row or norm.",
+                  split="structure", param_settings=adam_mini_blocks, recommended={"lr": 2e-3}),
 ):  # fmt: skip
     register(_spec)
