@@ -64,6 +64,8 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "asgd": ("asgd", {"lr": 0.01}),
     "lion": ("lion", {"lr": 1e-3, "weight_decay": 0.1}),
     "muon": ("muon", {"lr": 1e-2, "weight_decay": 0.1}),
+    "apollo": ("apollo", {"lr": 1e-2, "weight_decay": 0.1, "rank": 4, "update_proj_gap": 5}),
+    "apollo_mini": ("apollo_mini", {"lr": 1e-2, "update_proj_gap": 5}),
     "adam_mini": ("adam_mini", {"lr": 1e-2, "weight_decay": 0.1}),
     "galore": ("galore", {"lr": 1e-2, "weight_decay": 0.1, "rank": 4, "update_proj_gap": 5}),
     # Riemannian optimizers on plain (Euclidean) parameters; manifold parameters cannot be sharded

@@ -322,8 +322,12 @@ for _spec in (
 # Methods of 2024-2025 that keep less state than AdamW or use it better (docs/benchmarks.md compares their state
 # bytes). Learning rates: starting points that lower the loss of the harness's tiny preset, not tuned.
 from memopt.optim.adam_mini import AdamMini, adam_mini_blocks  # noqa: E402
+from memopt.optim.apollo import Apollo, ApolloMini  # noqa: E402
 from memopt.optim.galore import GaLoreAdamW  # noqa: E402
 from memopt.optim.muon import Muon  # noqa: E402
+
+_APOLLO_KEYS = ("rank", "scale_type", "scale", "update_proj_gap", "proj_schedule", "proj_seed", "norm_growth_limit")
+
 
 for _spec in (
     OptimizerSpec("muon", Muon,
@@ -339,5 +343,15 @@ for _spec in (
     OptimizerSpec("adam_mini", AdamMini,
                   "Adam-mini: one second moment per attention head (q, k), output neuron, token row or norm.",
                   split="structure", param_settings=adam_mini_blocks, recommended={"lr": 2e-3}),
+    OptimizerSpec("apollo", Apollo,
+                  "APOLLO: the gradient scaled per channel by AdamW moments of a rank-r random projection (hidden "
+                  "nn.Linear weights); AdamW on the rest.",
+                  split="linear", split_kind="hidden_linear_weight", compressed_only=_APOLLO_KEYS,
+                  plain_group={"rank": None}, recommended={"lr": 1e-2}),
+    OptimizerSpec("apollo_mini", ApolloMini,
+                  "APOLLO-Mini: one scaling factor per hidden matrix from rank-1 random-projection AdamW moments "
+                  "(SGD-like memory); AdamW on the rest.",
+                  split="linear", split_kind="hidden_linear_weight", compressed_only=_APOLLO_KEYS,
+                  plain_group={"rank": None}, recommended={"lr": 2e-2}),
 ):  # fmt: skip
     register(_spec)
