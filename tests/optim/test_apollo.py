@@ -87,8 +87,9 @@ def test_the_projection_is_redrawn_from_its_seed_and_the_moments_are_projected()
     tall, wide = optimizer.state[net[0].weight], optimizer.state[net[3].weight]
     assert tall["exp_avg"].shape == (40, 4) and wide["exp_avg_sq"].shape == (4, 40)
     assert tall["proj_drawn"] == 5  # memopt's schedule: 1, gap, 2 gap
-    first = gaussian_projection((40, 24), 4, projector_seed(0, 0, 1), "cpu")
-    assert first.shape == (4, 24) and torch.equal(first, gaussian_projection((40, 24), 4, projector_seed(0, 0, 1), "cpu"))
+    seed = projector_seed(0, 0, 1)
+    first = gaussian_projection((40, 24), 4, seed, "cpu")
+    assert first.shape == (4, 24) and torch.equal(first, gaussian_projection((40, 24), 4, seed, "cpu"))
     assert abs(first.square().sum().item() / 24 - 1.0) < 0.5  # E ||P x||^2 = ||x||^2: rows of N(0, 1/r)
     mini = memopt.build_optimizer(_net(), "apollo_mini")
     assert mini.param_groups[0]["rank"] == 1 and mini.param_groups[0]["scale_type"] == "tensor"
