@@ -54,9 +54,12 @@ SCALE_TYPES = ("channel", "tensor")
 RATIO_EPS = 1e-8
 
 
-def gaussian_projection(shape: tuple[int, int], rank: int, seed: int, device: torch.device) -> torch.Tensor:
+def gaussian_projection(shape: tuple[int, int], rank: int, seed: int, device: torch.device | str) -> torch.Tensor:
     """The ``rank x short`` projection of a matrix of ``shape``: ``N(0, 1) / sqrt(rank)`` entries from a
     generator seeded with ``seed`` (the same on every rank and after a resume)."""
+    device = torch.device(device)
+    if device.type == "meta":  # a memory plan on the meta device: the shape alone (no generator there)
+        return torch.empty((rank, min(shape)), device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     draw = torch.randn((rank, min(shape)), generator=generator, device=device, dtype=torch.float32)
     return draw / math.sqrt(rank)
