@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchao.optim import AdamW4bit
+from torchao.optim import AdamW4bit, subclass_4bit
 from torchao.optim import adam as torchao_adam
-from torchao.optim import subclass_4bit
 
 import memopt
 from memopt.state.quantization import four_bit_map, quantize_4bit

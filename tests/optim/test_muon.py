@@ -107,4 +107,3 @@ def test_a_vector_in_a_muon_group_and_bad_options_are_refused_with_the_fix():
         Muon([nn.Parameter(torch.ones(2, 2))], adjust_lr_fn="rms")
     with pytest.raises(ValueError, match="ns_steps"):
         Muon([nn.Parameter(torch.ones(2, 2))], ns_steps=100)
-
