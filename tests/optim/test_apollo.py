@@ -14,28 +14,12 @@ import pytest
 import torch
 from apollo_torch import APOLLOAdamW
 from apollo_torch import random_projector as package_projector
+from tests.helpers import hidden_matrices_net, train_regression
 from torch import nn
 
 import memopt
 from memopt.estimators.subspace_momentum import projector_seed
 from memopt.optim.apollo import Apollo, gaussian_projection
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)  # a tall (40 x 24) and a wide (24 x 40) hidden matrix, a norm, biases, an output head
-    return nn.Sequential(
-        nn.Linear(24, 40), nn.LayerNorm(40), nn.Tanh(), nn.Linear(40, 24), nn.Tanh(), nn.Linear(24, 30), nn.Tanh(),
-        nn.Linear(30, 3),
-    )  # fmt: skip
-
-
-def _train(net: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 12) -> None:
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x, y = torch.randn(16, 24, generator=generator), torch.randn(16, 3, generator=generator)
-        optimizer.zero_grad()
-        nn.functional.mse_loss(net(x), y).backward()
-        optimizer.step()
 
 
 def _memopt_projections(monkeypatch, gap: int) -> None:
@@ -63,27 +47,27 @@ def _memopt_projections(monkeypatch, gap: int) -> None:
 def test_equals_apollo_torch_given_the_same_projections(monkeypatch, name, projection, weight_decay):
     gap, lr = 5, 1e-2
     _memopt_projections(monkeypatch, gap)
-    net = _net()
+    net = hidden_matrices_net()
     optimizer = memopt.build_optimizer(
         net, name, lr=lr, weight_decay=weight_decay, update_proj_gap=gap, proj_schedule="galore", **projection
     )
-    _train(net, optimizer)
-    reference = _net()
+    train_regression(net, optimizer)
+    reference = hidden_matrices_net()
     hidden = [reference[0].weight, reference[3].weight, reference[5].weight]
     rest = [p for p in reference.parameters() if all(p is not h for h in hidden)]
     package = APOLLOAdamW(
         [{"params": hidden, "proj": "random", "proj_type": "std", "update_proj_gap": gap, **projection},
          {"params": rest}], lr=lr, weight_decay=weight_decay,
     )  # fmt: skip
-    _train(reference, package)
+    train_regression(reference, package)
     for (param_name, mine), theirs in zip(net.named_parameters(), reference.parameters()):
         assert torch.equal(mine, theirs), param_name
 
 
 def test_the_projection_is_redrawn_from_its_seed_and_the_moments_are_projected():
-    net = _net()
+    net = hidden_matrices_net()
     optimizer = memopt.build_optimizer(net, "apollo", rank=4, update_proj_gap=5)
-    _train(net, optimizer, 6)
+    train_regression(net, optimizer, 6)
     tall, wide = optimizer.state[net[0].weight], optimizer.state[net[3].weight]
     assert tall["exp_avg"].shape == (40, 4) and wide["exp_avg_sq"].shape == (4, 40)
     assert tall["proj_drawn"] == 5  # memopt's schedule: 1, gap, 2 gap
@@ -91,7 +75,7 @@ def test_the_projection_is_redrawn_from_its_seed_and_the_moments_are_projected()
     first = gaussian_projection((40, 24), 4, seed, "cpu")
     assert first.shape == (4, 24) and torch.equal(first, gaussian_projection((40, 24), 4, seed, "cpu"))
     assert abs(first.square().sum().item() / 24 - 1.0) < 0.5  # E ||P x||^2 = ||x||^2: rows of N(0, 1/r)
-    mini = memopt.build_optimizer(_net(), "apollo_mini")
+    mini = memopt.build_optimizer(hidden_matrices_net(), "apollo_mini")
     assert mini.param_groups[0]["rank"] == 1 and mini.param_groups[0]["scale_type"] == "tensor"
 
 

@@ -13,27 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 from galore_torch import GaLoreAdamW as ReferenceGaLore
+from tests.helpers import hidden_matrices_net, train_regression
 from torch import nn
 
 import memopt
-from memopt.optim.galore import GaLoreAdamW, rebuilds_projector
-
-
-def _net() -> nn.Module:
-    torch.manual_seed(0)  # a tall (40 x 24) and a wide (24 x 40) hidden matrix, a norm, biases, an output head
-    return nn.Sequential(
-        nn.Linear(24, 40), nn.LayerNorm(40), nn.Tanh(), nn.Linear(40, 24), nn.Tanh(), nn.Linear(24, 30), nn.Tanh(),
-        nn.Linear(30, 3),
-    )  # fmt: skip
-
-
-def _train(net: nn.Module, optimizer: torch.optim.Optimizer, steps: int = 12) -> None:
-    generator = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x, y = torch.randn(16, 24, generator=generator), torch.randn(16, 3, generator=generator)
-        optimizer.zero_grad()
-        nn.functional.mse_loss(net(x), y).backward()
-        optimizer.step()
+from memopt.optim.adam_parts import rebuilds_projector
+from memopt.optim.galore import GaLoreAdamW
 
 
 def _reference(net: nn.Module, **hparams) -> ReferenceGaLore:
@@ -48,11 +33,11 @@ HPARAMS = {"lr": 0.01, "rank": 4, "update_proj_gap": 5, "scale": 0.25}
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1], ids=["no-decay", "decay"])
 def test_equals_galore_torch_with_its_projector_schedule(weight_decay):
-    net = _net()
+    net = hidden_matrices_net()
     optimizer = memopt.build_optimizer(net, "galore", proj_schedule="galore", weight_decay=weight_decay, **HPARAMS)
-    _train(net, optimizer)
-    reference = _net()
-    _train(reference, _reference(reference, weight_decay=weight_decay, **HPARAMS))
+    train_regression(net, optimizer)
+    reference = hidden_matrices_net()
+    train_regression(reference, _reference(reference, weight_decay=weight_decay, **HPARAMS))
     for (name, mine), theirs in zip(net.named_parameters(), reference.parameters()):
         torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7, msg=name)
 
@@ -62,26 +47,26 @@ def test_memopt_schedule_rebuilds_at_1_gap_2gap_and_differs_from_galore_torch_af
     assert [t for t in range(1, 12) if rebuilds_projector(t, 5, "galore")] == [1, 6, 11]
     bases = {}
     for steps in (4, 5, 6):
-        net = _net()
+        net = hidden_matrices_net()
         optimizer = memopt.build_optimizer(net, "galore", **HPARAMS)
-        _train(net, optimizer, steps)
+        train_regression(net, optimizer, steps)
         bases[steps] = optimizer.state[net[0].weight]["sm_basis"].clone()
     assert torch.equal(bases[4], bases[4]) and not torch.equal(bases[4], bases[5])  # rebuilt at step 5
     assert torch.equal(bases[5], bases[6])
     # up to step 4 both schedules coincide: equal to galore-torch; after the rebuild at 5 they part
     for steps, close in ((4, True), (6, False)):
-        net, reference = _net(), _net()
-        _train(net, memopt.build_optimizer(net, "galore", **HPARAMS), steps)
-        _train(reference, _reference(reference, **HPARAMS), steps)
+        net, reference = hidden_matrices_net(), hidden_matrices_net()
+        train_regression(net, memopt.build_optimizer(net, "galore", **HPARAMS), steps)
+        train_regression(reference, _reference(reference, **HPARAMS), steps)
         assert torch.allclose(net[0].weight, reference[0].weight, rtol=1e-6, atol=1e-7) is close
 
 
 def test_the_moments_have_the_projected_shapes_and_the_rest_is_adamw():
-    net = _net()
+    net = hidden_matrices_net()
     optimizer = memopt.build_optimizer(net, "galore", **HPARAMS)
     galore, plain = optimizer.param_groups
     assert galore["param_names"] == ["0.weight", "3.weight", "5.weight"] and plain["rank"] is None
-    _train(net, optimizer, 1)
+    train_regression(net, optimizer, 1)
     state = optimizer.state
     assert state[net[0].weight]["exp_avg"].shape == (40, 4)  # tall: right projection
     assert state[net[3].weight]["exp_avg_sq"].shape == (4, 40)  # wide: left projection

@@ -153,16 +153,7 @@ class AdamMini(MemoptBase):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One step from the gradients in ``.grad`` (``closure``, if given, recomputes them first)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group_index, group in enumerate(self.param_groups):
-            for index, param, name in self._params_with_grad(group, group_index):
-                ps = self._begin(param, group, index, name)
-                _adam_mini_update(ps, group)
-                ps.write_back()
-        return loss
+        return self._step_each(closure, _adam_mini_update)
 
 
 def _block_mean_square(ps: ParamStep, group: dict) -> torch.Tensor:

@@ -21,7 +21,8 @@ step without projection. The arithmetic is ``apollo-torch``'s ``APOLLOAdamW`` op
 from its own seed sequence (``tests/optim/test_apollo.py`` gives it memopt's matrices and compares). Here the
 projection of parameter ``i`` drawn at step ``t`` comes from a generator seeded by ``(proj_seed, i, t)``, so
 only the step of the last redraw is state (the paper's point: the projection costs no memory), and a resumed
-run draws the same. Rebuild schedule: ``proj_schedule`` as GaLore's (:mod:`memopt.optim.galore`).
+run draws the same. Rebuild schedule: ``proj_schedule`` as GaLore's
+(:func:`memopt.optim.adam_parts.rebuilds_projector`).
 
 On FSDP2 shards: every rank draws the same whole ``P``; a tall matrix's projection, moments and channel
 norms stay in its rows, a wide one's projection is all-reduced (``r x n``, replicated moments); whole-tensor
@@ -35,18 +36,24 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
 from memopt.estimators.base import ParamStep
 from memopt.estimators.subspace_momentum import projector_seed
-from memopt.optim.base import STORAGE_OPTIONS, MemoptBase, param_name
-from memopt.optim.galore import PROJ_SCHEDULES, rebuilds_projector
+from memopt.optim.adam_parts import (
+    ProjectedAdamBase,
+    adam_template,
+    hf_adam_apply,
+    hf_adam_direction,
+    rebuilds_projector,
+)
+from memopt.optim.base import STORAGE_OPTIONS
 from memopt.state import sharding
 from memopt.state.sharding import ShardSpec
-from memopt.state.template import StateSlot, like_param, raw
-from memopt.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
+from memopt.state.template import StateSlot, raw
+from memopt.validation import check_choice
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
 SCALE_TYPES = ("channel", "tensor")
@@ -69,7 +76,7 @@ def _effective_rank(shape: tuple[int, ...], group: dict) -> int:
     return min(group["rank"], min(shape))
 
 
-class Apollo(MemoptBase):
+class Apollo(ProjectedAdamBase):
     """APOLLO (``scale_type="channel"``) and APOLLO-Mini (``"tensor"``, rank 1); module docstring.
 
     Args:
@@ -110,38 +117,25 @@ class Apollo(MemoptBase):
         )  # fmt: skip
         super().__init__(params, defaults)
 
-    def _complete_group(self, group: dict) -> None:
-        if isinstance(group["betas"], list):
-            group["betas"] = tuple(group["betas"])
+    method, registry_name = "APOLLO", "apollo"
+
+    @staticmethod
+    def update(ps: ParamStep, group: dict) -> None:
+        """One APOLLO step of ``ps``."""
+        _apollo_update(ps, group)
 
     def _validate_group(self, group: dict, group_index: int) -> None:
         super()._validate_group(group, group_index)
-        for key in ("lr", "eps", "weight_decay", "scale"):
-            check_non_negative(key, group[key])
-        check_betas(group["betas"])
-        check_bool("correct_bias", group["correct_bias"])
         if group["rank"] is None:
             return
-        check_positive_int("rank", group["rank"])
-        check_positive_int("update_proj_gap", group["update_proj_gap"])
         check_choice("scale_type", group["scale_type"], SCALE_TYPES)
-        check_choice("proj_schedule", group["proj_schedule"], PROJ_SCHEDULES)
         limit = group["norm_growth_limit"]
         if limit is not None and not (isinstance(limit, (int, float)) and limit >= 1):
             raise ValueError(f"Invalid norm_growth_limit: {limit!r}. Give a number >= 1 (1.01), or None for none.")
-        if not isinstance(group["proj_seed"], int):
-            raise ValueError(f"Invalid proj_seed: {group['proj_seed']!r}. proj_seed must be an integer.")
-        for position, param in enumerate(group["params"]):
-            if param.ndim != 2:
-                raise ValueError(
-                    f"{param_name(group, group_index, position, param)} has shape {tuple(param.shape)}, but APOLLO "
-                    "projects matrices (2-D). Put it in a group with rank=None (AdamW), or build the optimizer "
-                    "with memopt.build_optimizer(model, 'apollo'), which projects the hidden matrices only."
-                )
 
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
         if group["rank"] is None:
-            return {"step": raw(0), "exp_avg": like_param(param), "exp_avg_sq": like_param(param, non_negative=True)}
+            return adam_template(param)
         shape = tuple(param.shape)
         tall = shape[0] >= shape[1]
         rank = _effective_rank(shape, group)
@@ -156,20 +150,6 @@ class Apollo(MemoptBase):
             template["last_norm"] = StateSlot("reduced", (), sharded=False)
         return template
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One step from the gradients in ``.grad`` (``closure``, if given, recomputes them first)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group_index, group in enumerate(self.param_groups):
-            for index, param, name in self._params_with_grad(group, group_index):
-                ps = self._begin(param, group, index, name)
-                _apollo_update(ps, group)
-                ps.write_back()
-        return loss
-
 
 def _norm(x: torch.Tensor, spec: ShardSpec, *, replicated: bool) -> torch.Tensor:
     """``||x||`` of the whole tensor (``x``: this rank's rows, or the whole of it if ``replicated``)."""
@@ -178,7 +158,6 @@ def _norm(x: torch.Tensor, spec: ShardSpec, *, replicated: bool) -> torch.Tensor
 
 def _apollo_update(ps: ParamStep, group: dict) -> None:
     """One APOLLO step of ``ps`` (plain AdamW when the group has no ``rank``)."""
-    lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
     projected = group["rank"] is not None
     grad, spec = ps.grad, ps.shard
     tall = projected and spec.shape[0] >= spec.shape[1]
@@ -191,22 +170,10 @@ def _apollo_update(ps: ParamStep, group: dict) -> None:
             grad = grad @ proj.T
         else:
             grad = spec.all_reduce(proj[:, spec.start : spec.stop] @ grad)
-    exp_avg = ps.load("exp_avg", grad.dtype)
-    exp_avg_sq = ps.load("exp_avg_sq", grad.dtype)
-    exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-    ps.store("exp_avg", exp_avg)
-    ps.store("exp_avg_sq", exp_avg_sq)
-    denom = exp_avg_sq.sqrt().add_(group["eps"])
-    step_size = lr
-    if group["correct_bias"]:
-        step_size = lr * math.sqrt(1.0 - beta2**ps.step) / (1.0 - beta1**ps.step)
-    update = exp_avg / denom
+    update, step_size = hf_adam_direction(ps, group, grad)
     if projected:
         update = _scaled_gradient(ps, group, update, grad, tall)
-    ps.work.add_(update, alpha=-step_size)
-    if wd > 0.0:
-        ps.work.add_(ps.work, alpha=-lr * wd)
+    hf_adam_apply(ps, group, update, step_size)
 
 
 def _scaled_gradient(

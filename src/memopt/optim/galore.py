@@ -31,30 +31,25 @@ State: ``exp_avg`` and ``exp_avg_sq`` (the projection's shape in a rank group, e
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 
 from memopt.estimators import projectors
 from memopt.estimators.base import ParamStep
 from memopt.estimators.subspace_momentum import build_projector, projected_slot, projector_template
-from memopt.optim.base import STORAGE_OPTIONS, MemoptBase, param_name
-from memopt.state.template import StateSlot, like_param, raw
-from memopt.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
+from memopt.optim.adam_parts import (
+    ProjectedAdamBase,
+    adam_template,
+    hf_adam_apply,
+    hf_adam_direction,
+    rebuilds_projector,
+)
+from memopt.optim.base import STORAGE_OPTIONS
+from memopt.state.template import StateSlot, raw
 
 Params = Iterable[torch.Tensor] | Iterable[dict]
-PROJ_SCHEDULES = ("memopt", "galore")
-
-
-def rebuilds_projector(step: int, gap: int, schedule: str) -> bool:
-    """Whether the projector is (re)built at ``step`` (counted from 1) under ``schedule``."""
-    if schedule == "galore":
-        return (step - 1) % gap == 0
-    return step == 1 or step % gap == 0
-
-
-class GaLoreAdamW(MemoptBase):
+class GaLoreAdamW(ProjectedAdamBase):
     """GaLore-AdamW (module docstring): projected moments on groups with ``rank``, AdamW on the others.
 
     Args:
@@ -95,35 +90,16 @@ class GaLoreAdamW(MemoptBase):
         )  # fmt: skip
         super().__init__(params, defaults)
 
-    def _complete_group(self, group: dict) -> None:
-        if isinstance(group["betas"], list):
-            group["betas"] = tuple(group["betas"])
+    method, registry_name = "GaLore", "galore"
 
-    def _validate_group(self, group: dict, group_index: int) -> None:
-        super()._validate_group(group, group_index)
-        for key in ("lr", "eps", "weight_decay", "scale"):
-            check_non_negative(key, group[key])
-        check_betas(group["betas"])
-        check_bool("correct_bias", group["correct_bias"])
-        if group["rank"] is None:
-            return
-        check_positive_int("rank", group["rank"])
-        check_positive_int("update_proj_gap", group["update_proj_gap"])
-        check_choice("proj_type", group["proj_type"], projectors.PROJ_TYPES)
-        check_choice("proj_schedule", group["proj_schedule"], PROJ_SCHEDULES)
-        if not isinstance(group["proj_seed"], int):
-            raise ValueError(f"Invalid proj_seed: {group['proj_seed']!r}. proj_seed must be an integer.")
-        for position, param in enumerate(group["params"]):
-            if param.ndim != 2:
-                raise ValueError(
-                    f"{param_name(group, group_index, position, param)} has shape {tuple(param.shape)}, but GaLore "
-                    "projects matrices (2-D). Put it in a group with rank=None (AdamW), or build the optimizer "
-                    "with memopt.build_optimizer(model, 'galore'), which projects the hidden matrices only."
-                )
+    @staticmethod
+    def update(ps: ParamStep, group: dict) -> None:
+        """One GaLore-AdamW step of ``ps``."""
+        _galore_update(ps, group)
 
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
         if group["rank"] is None:
-            return {"step": raw(0), "exp_avg": like_param(param), "exp_avg_sq": like_param(param, non_negative=True)}
+            return adam_template(param)
         return {
             "step": raw(0),
             "exp_avg": projected_slot(param, group),
@@ -131,43 +107,16 @@ class GaLoreAdamW(MemoptBase):
             **projector_template(param, group),
         }
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One step from the gradients in ``.grad`` (``closure``, if given, recomputes them first)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group_index, group in enumerate(self.param_groups):
-            for index, param, name in self._params_with_grad(group, group_index):
-                ps = self._begin(param, group, index, name)
-                _galore_update(ps, group)
-                ps.write_back()
-        return loss
-
 
 def _galore_update(ps: ParamStep, group: dict) -> None:
     """One GaLore-AdamW step of ``ps`` (plain AdamW when the group has no ``rank``)."""
-    lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
     projected = group["rank"] is not None
     grad = ps.grad
     if projected:
         if rebuilds_projector(ps.step, group["update_proj_gap"], group["proj_schedule"]):
             build_projector(ps, group)
         grad = projectors.down(grad, ps.state, ps.shard)
-    exp_avg = ps.load("exp_avg", grad.dtype)
-    exp_avg_sq = ps.load("exp_avg_sq", grad.dtype)
-    exp_avg.mul_(beta1).add_(grad, alpha=1.0 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-    ps.store("exp_avg", exp_avg)
-    ps.store("exp_avg_sq", exp_avg_sq)
-    denom = exp_avg_sq.sqrt().add_(group["eps"])
-    step_size = lr
-    if group["correct_bias"]:
-        step_size = lr * math.sqrt(1.0 - beta2**ps.step) / (1.0 - beta1**ps.step)
-    update = exp_avg / denom
+    update, step_size = hf_adam_direction(ps, group, grad)
     if projected:
         update = projectors.up(update, ps.state, tuple(ps.work.shape), ps.shard) * group["scale"]
-    ps.work.add_(update, alpha=-step_size)
-    if wd > 0.0:
-        ps.work.add_(ps.work, alpha=-lr * wd)
+    hf_adam_apply(ps, group, update, step_size)

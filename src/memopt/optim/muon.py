@@ -39,6 +39,7 @@ from torch.optim._muon import _adjust_lr as muon_lr
 from torch.optim._muon import _zeropower_via_newtonschulz as newton_schulz
 
 from memopt.estimators.base import ParamStep
+from memopt.optim.adam_parts import adam_template
 from memopt.optim.base import STORAGE_OPTIONS, MemoptBase, param_name
 from memopt.state.template import StateSlot, like_param, raw
 from memopt.validation import check_betas, check_bool, check_choice, check_non_negative, check_positive_int
@@ -120,22 +121,17 @@ class Muon(MemoptBase):
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
         if group["use_muon"]:
             return {"step": raw(0), "momentum_buffer": like_param(param)}
-        return {"step": raw(0), "exp_avg": like_param(param), "exp_avg_sq": like_param(param, non_negative=True)}
+        return adam_template(param)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One step from the gradients in ``.grad`` (``closure``, if given, recomputes them first)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group_index, group in enumerate(self.param_groups):
-            update = _muon_update if group["use_muon"] else _adamw_update
-            for index, param, name in self._params_with_grad(group, group_index):
-                ps = self._begin(param, group, index, name)
-                update(ps, group)
-                ps.write_back()
-        return loss
+        return self._step_each(closure, _update)
+
+
+def _update(ps: ParamStep, group: dict) -> None:
+    """Muon's step on a ``use_muon`` group's parameter, AdamW's on the others."""
+    (_muon_update if group["use_muon"] else _adamw_update)(ps, group)
 
 
 def _muon_update(ps: ParamStep, group: dict) -> None:
