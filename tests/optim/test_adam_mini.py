@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 import torch
 from adam_mini import Adam_mini
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import memopt
-from memopt.optim.adam_mini import AdamMini
+from memopt.estimators.base import ParamStep
+from memopt.optim.adam_mini import AdamMini, _adam_mini_update
+from memopt.state.sharding import ShardSpec
 
 CONFIG = dict(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, tie_word_embeddings=False)  # fmt: skip
@@ -68,3 +72,49 @@ def test_head_blocks_that_do_not_divide_the_rows_and_vectors_cut_by_rows_are_ref
         AdamMini([torch.nn.Parameter(torch.ones(6, 3))], mini_block="head", head_rows=4)
     with pytest.raises(ValueError, match="mini_block='tensor' or 'coordinate'"):
         AdamMini([torch.nn.Parameter(torch.ones(6))], mini_block="row")
+
+
+@dataclass(frozen=True)
+class _TwoRanks(ShardSpec):
+    """Rows ``[start, stop)`` of a tensor cut over two ranks, in one process. In the first pass ``all_reduce``
+    records this rank's partial results; in the second it adds the other rank's partial of the same call."""
+
+    log: dict = field(default_factory=dict)
+
+    @property
+    def sharded(self) -> bool:
+        return True
+
+    def all_reduce(self, tensor, op=None):
+        sent = self.log.setdefault(self.start, [])
+        if self.log["pass"] == 1:
+            sent.append(tensor.clone())
+            return tensor
+        other = next(v for k, v in self.log.items() if k not in ("pass", self.start, ("calls", self.start)))
+        call = self.log.get(("calls", self.start), 0)
+        self.log[("calls", self.start)] = call + 1
+        return tensor.add_(other[call])
+
+
+def test_head_blocks_cut_by_a_shard_boundary_sum_both_pieces():
+    """A 12 x 5 query matrix of 3 heads of 4 rows, cut after row 6 (inside the second head), as FSDP2 cuts
+    rows: both ranks' head statistics and updates equal the whole matrix's."""
+    group = {"lr": 0.1, "betas": (0.9, 0.99), "eps": 1e-8, "weight_decay": 0.0, "mini_block": "head", "head_rows": 4}
+    generator = torch.Generator().manual_seed(0)
+    param, grad = torch.randn(12, 5, generator=generator), torch.randn(12, 5, generator=generator)
+
+    def step(rows: slice, spec) -> torch.Tensor:
+        work = param[rows].clone()
+        state = {"step": 1, "exp_avg": torch.zeros_like(work), "exp_avg_sq": torch.zeros(3, 1)}
+        ps = ParamStep(work, work, grad[rows].clone(), state, 1, 0, "q", {}, shard=spec)
+        _adam_mini_update(ps, group)
+        return work
+
+    whole = step(slice(0, 12), None)
+    log: dict = {"pass": 1}
+    pieces = [_TwoRanks((12, 5), 0, 6, log=log), _TwoRanks((12, 5), 6, 12, log=log)]
+    for spec in pieces:  # first pass: each rank's partial sums are recorded
+        step(slice(spec.start, spec.stop), spec)
+    log["pass"] = 2
+    sharded = torch.cat([step(slice(s.start, s.stop), s) for s in pieces])
+    torch.testing.assert_close(sharded, whole, rtol=1e-6, atol=1e-7)
