@@ -46,6 +46,40 @@ def effective_rank(shape: tuple[int, ...], group: dict) -> int:
     return min(group["rank"], projectors.max_rank(shape, group["proj_type"]))
 
 
+def projected_slot(param: torch.Tensor, group: dict, **options) -> StateSlot:
+    """An elementwise slot of the shape of ``P(G)`` for ``param`` (``options``: e.g. ``non_negative``), kept
+    in the parameter's dtype by default; its rows are the parameter's (row-sharded) for the ``right``
+    (``m x r``) and ``cols`` (``m x r``) layouts, replicated otherwise."""
+    shape = tuple(param.shape)
+    layout = projectors.layout_for(shape, group["proj_type"])
+    projected = projectors.projected_shape(shape, effective_rank(shape, group), layout)
+    return StateSlot("elementwise", projected, sharded=layout in ("right", "cols"), default="param", **options)
+
+
+def projector_template(param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+    """The projector's slots for ``param``: ``sm_layout`` (raw) and ``sm_basis`` or ``sm_indices`` (fixed,
+    replicated), which :func:`.projectors.build` replaces whole."""
+    shape = tuple(param.shape)
+    rank = effective_rank(shape, group)
+    template = {"sm_layout": raw(projectors.layout_for(shape, group["proj_type"]))}
+    if group["proj_type"] in projectors.BASIS_TYPES:
+        template["sm_basis"] = StateSlot("fixed", (rank, min(shape)), dtype="param", sharded=False)
+    else:
+        template["sm_indices"] = StateSlot("fixed", (rank,), dtype=torch.int64, sharded=False)
+    return template
+
+
+def build_projector(ps: ParamStep, group: dict) -> None:
+    """(Re)build ``ps``'s projector from its gradient (random projectors: a generator seeded by
+    ``proj_seed``, the parameter's position and the step)."""
+    generator = None
+    if group["proj_type"] in projectors.RANDOM_TYPES:
+        generator = torch.Generator(device=ps.grad.device)
+        generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
+    projectors.build(ps.grad, group["proj_type"], effective_rank(ps.shape, group), ps.state, generator,
+                     ps.param.dtype, ps.shard)  # fmt: skip
+
+
 def projector_seed(proj_seed: int, index: int, step: int) -> int:
     """The seed of the generator that a random projector of parameter ``index`` uses at ``step``."""
     return ((proj_seed * 1_000_003 + index) * 1_000_033 + step) % (2**63 - 1)
@@ -93,33 +127,13 @@ class SubspaceMomentum(MomentumEstimator):
         so it is declared as ``"fixed"`` tensors (the basis in the parameter's dtype, or int64 indices; never
         quantized, replicated on shards) and its layout as a raw string, all present from the start so that
         the state lists every entry a checkpoint holds."""
-        shape = tuple(param.shape)
-        rank = effective_rank(shape, group)
-        layout = projectors.layout_for(shape, group["proj_type"])
-        momentum_shape = projectors.projected_shape(shape, rank, layout)
-        # the momentum's rows are the parameter's for right (m x r) and cols (m x r) layouts
-        template = {
-            "sm_exp_avg": StateSlot(
-                "elementwise", momentum_shape, sharded=layout in ("right", "cols"), default="param"
-            ),
-            "sm_layout": raw(layout),
-        }
-        if group["proj_type"] in projectors.BASIS_TYPES:
-            template["sm_basis"] = StateSlot("fixed", (rank, min(shape)), dtype="param", sharded=False)
-        else:
-            template["sm_indices"] = StateSlot("fixed", (rank,), dtype=torch.int64, sharded=False)
-        return template
+        return {"sm_exp_avg": projected_slot(param, group), **projector_template(param, group)}
 
     def _refresh(self, ps: ParamStep, group: dict, momentum: torch.Tensor) -> None:
         state = ps.state
         had_projector = ps.step > 1
         old = {k: state[k] for k in ("sm_layout", "sm_basis", "sm_indices") if k in state}
-        generator = None
-        if group["proj_type"] in projectors.RANDOM_TYPES:
-            generator = torch.Generator(device=ps.grad.device)
-            generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
-        rank = effective_rank(ps.shape, group)
-        projectors.build(ps.grad, group["proj_type"], rank, state, generator, ps.param.dtype, ps.shard)
+        build_projector(ps, group)
         if not had_projector:
             return
         policy = group["proj_policy"]

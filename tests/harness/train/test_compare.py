@@ -9,6 +9,7 @@ import pytest
 
 from memopt.harness.bench import compare_recipe
 from memopt.harness.bench.compare import CompareConfig, base_config, format_table, run_compare, tokens_to_reach
+from memopt.harness.bench.frontier import pareto_front
 from memopt.harness.bench.plots import plot_compare
 from memopt.harness.cli import main
 from memopt.harness.train.errors import ConfigError
@@ -37,10 +38,20 @@ def test_tokens_to_reach_interpolates_the_first_crossing():
 def comparison(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("compare") / "run"
     base = base_config("tiny", {**TINY, "cache_dir": cache_dir}, str(out))
-    config = CompareConfig(optimizers=["adamw", "adamw_groups", "adamw_sn"], base=base, out=str(out), seeds=2)
+    config = CompareConfig(
+        optimizers=["adamw", "adamw_groups", "adamw_sn"], base=base, out=str(out), seeds=2, frontier=True
+    )
     lines = []
     summary = run_compare(config, log=lines.append, command="memopt compare --preset tiny")
     return out, summary, lines
+
+
+def test_frontier_plots_the_rows_and_names_the_pareto_front(comparison):
+    out, summary, _lines = comparison
+    points = {r["optimizer"]: (r["state_bytes"], r["final_val_loss"]) for r in summary["rows"]}
+    assert summary["frontier"] == pareto_front(points) and summary["frontier"]
+    assert json.loads((out / "summary.json").read_text())["frontier"] == summary["frontier"]
+    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_summary_holds_what_the_table_shows(comparison):

@@ -62,6 +62,7 @@ DEFAULT_OPTIMIZERS = recipe.DEFAULT_OPTIMIZERS
 SUMMARY_NAME = "summary.json"
 PLOT_NAME = "compare.png"
 SWEEP_PLOT_NAME = "sweep.png"
+FRONTIER_PLOT_NAME = "frontier.png"
 MIB = 2**20
 
 
@@ -97,6 +98,8 @@ class CompareConfig:
         tune_tokens: the token budget of each sweep run (None: the comparison's own budget).
         tune_seeds: seeds per sweep value (their final losses are averaged).
         use_tuned: apply the preset's recorded learning rates (:data:`compare_recipe.TUNED`).
+        frontier: also plot final validation loss against state bytes with the Pareto front
+            (``frontier.png``, :mod:`memopt.harness.bench.frontier`; its labels in the summary's ``frontier``).
     """
 
     optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
@@ -112,6 +115,7 @@ class CompareConfig:
     tune_tokens: int | None = None
     tune_seeds: int = 1
     use_tuned: bool = True
+    frontier: bool = False
 
     def tune_keys(self, label: str) -> list[str]:
         """The hyperparameters swept for the row ``label``, in order."""
@@ -416,6 +420,10 @@ def run_compare(
     }
     summary = summarize(config, chosen, results, extra)
     summary["table"] = format_table(summary)
+    if config.frontier:
+        from memopt.harness.bench.frontier import plot_frontier
+
+        summary["frontier"] = plot_frontier(summary, out / FRONTIER_PLOT_NAME)
     text = json.dumps(json_safe(summary), indent=2, default=str)
     atomic_write_bytes(out / SUMMARY_NAME, lambda f: f.write(text.encode()))
     from memopt.harness.bench.plots import plot_compare, plot_sweeps
@@ -785,6 +793,11 @@ def add_arguments(parser: argparse.ArgumentParser, count: Any = int) -> None:
     )
     group.add_argument("--tune-seeds", type=int, default=1, metavar="N", help="seeds per sweep value (default 1)")
     group.add_argument(
+        "--frontier",
+        action="store_true",
+        help="also plot final validation loss against optimizer-state bytes, Pareto front marked (frontier.png)",
+    )
+    group.add_argument(
         "--registry-lrs",
         action="store_true",
         help="use the registry's learning rates instead of those swept for the preset (docs/results.md)",
@@ -830,6 +843,7 @@ def run_cli(args: argparse.Namespace, settings: dict[str, Any]) -> int:
         tune_tokens=args.tune_tokens,
         tune_seeds=args.tune_seeds,
         use_tuned=not args.registry_lrs,
+        frontier=args.frontier,
     )
     quiet = bool(args.quiet)
     summary = run_compare(
@@ -842,5 +856,6 @@ def run_cli(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     if not quiet:
         print("\n".join(summary["notes"]))
         print(f"\nwrote {out}/summary.json, {out}/compare.png" + (f", {out}/sweep.png" if config.tune else "")
+              + (f", {out}/frontier.png" if config.frontier else "")
               + " and each run's metrics.jsonl")  # fmt: skip
     return 0
