@@ -75,3 +75,23 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return self.down(torch.relu(self.up(self.norm(self.embed(x))))).square().mean()
+
+
+def hidden_matrices_net() -> nn.Module:
+    """A seeded MLP with a tall (40 x 24) and a wide (24 x 40) hidden matrix, a third one (30 x 24), a norm,
+    biases and an output head (the last ``nn.Linear``), for the low-rank methods' reference tests."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Linear(24, 40), nn.LayerNorm(40), nn.Tanh(), nn.Linear(40, 24), nn.Tanh(), nn.Linear(24, 30), nn.Tanh(),
+        nn.Linear(30, 3),
+    )  # fmt: skip
+
+
+def train_regression(net: nn.Module, optimizer, steps: int = 12) -> None:
+    """``steps`` steps of a mean-squared-error regression of :func:`hidden_matrices_net` on seeded data."""
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, y = torch.randn(16, 24, generator=generator), torch.randn(16, 3, generator=generator)
+        optimizer.zero_grad()
+        nn.functional.mse_loss(net(x), y).backward()
+        optimizer.step()

@@ -37,7 +37,7 @@ from memopt.registry.reports import format_state_report, state_memory_report
 from memopt.registry.specs import build_optimizer, list_optimizers, recommended_hparams
 from memopt.riemannian import RiemannianAdagrad, RiemannianAdam, RiemannianAMSGrad, RiemannianSGD
 from memopt.state.accounting import state_bytes, state_bytes_per_rank
-from memopt.wrappers import Grokfast
+from memopt.wrappers import Grokfast, tract
 
 __version__ = "0.1.0"
 
@@ -85,4 +85,5 @@ __all__ = [
     "state_bytes",
     "state_bytes_per_rank",
     "state_memory_report",
+    "tract",
 ]

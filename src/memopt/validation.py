@@ -9,8 +9,39 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+import sys
+import warnings
 from collections.abc import Iterable
 from typing import Any
+
+_LIBRARY = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_HARNESS = _LIBRARY + "harness" + os.sep
+
+
+def _internal(filename: str) -> bool:
+    """Whether a frame's file belongs to memopt's library (not its harness) or to torch."""
+    filename = os.path.abspath(filename)
+    if filename.startswith(_LIBRARY):
+        return not filename.startswith(_HARNESS)
+    torch = sys.modules.get("torch")
+    torch_dir = os.path.dirname(getattr(torch, "__file__", None) or "") + os.sep
+    return torch_dir != os.sep and filename.startswith(torch_dir)
+
+
+def warn_at_caller(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the user's line: the first frame outside memopt's library and torch
+    (an optimizer built through ``torch.optim.Optimizer.__init__`` would otherwise point into torch)."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and _internal(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def name_list(names: list[str], limit: int = 6) -> str:
+    """``a, b, c`` (at most ``limit`` names, then ``and N more``)."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"
 
 
 def _is_number(value: Any) -> bool:

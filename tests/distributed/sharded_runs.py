@@ -63,6 +63,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "nesterov_agd": ("nesterov_agd", {"lr": 0.01}),
     "asgd": ("asgd", {"lr": 0.01}),
     "lion": ("lion", {"lr": 1e-3, "weight_decay": 0.1}),
+    "muon": ("muon", {"lr": 1e-2, "weight_decay": 0.1}),
+    "apollo": ("apollo", {"lr": 1e-2, "weight_decay": 0.1, "rank": 4, "update_proj_gap": 5}),
+    "apollo_mini": ("apollo_mini", {"lr": 1e-2, "update_proj_gap": 5}),
+    "adam_mini": ("adam_mini", {"lr": 1e-2, "weight_decay": 0.1}),
+    "galore": ("galore", {"lr": 1e-2, "weight_decay": 0.1, "rank": 4, "update_proj_gap": 5}),
     # Riemannian optimizers on plain (Euclidean) parameters; manifold parameters cannot be sharded
     "riemannian_sgd": ("riemannian_sgd", {"lr": 0.05, "momentum": 0.9}),
     "riemannian_adam": ("riemannian_adam", {"lr": 1e-2, "weight_decay": 0.01}),
@@ -91,9 +96,11 @@ CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
 REFUSED = ("psgd_kron", "psgd_lra", "psgd_diag")
 
 #: configurations whose update is elementwise (no sum over a sharded dim): FSDP2 must equal one process
-#: exactly. 8-bit blocks cut by shards take the MAX of both pieces, which is exact too.
+#: exactly. 8-bit blocks cut by shards take the MAX of both pieces, which is exact too. Muon orthogonalizes the
+#: gathered whole matrix on every rank (the same input, the same result) and keeps its rows: exact as well.
 ELEMENTWISE = {
     "sgd", "adagrad", "rmsprop", "adam", "adamw", "adamw8bit", "nag_gs", "meta_storm", "storm_plus", "asgd", "lion",
+    "muon",
 }  # fmt: skip
 
 

@@ -185,3 +185,44 @@ def test_argparse_rejects_malformed_numbers(capsys):
         main(["train", "--max-steps", "ten"])
     assert exit_info.value.code == 2
     assert "argument --max-steps: invalid int value: 'ten'" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"memopt {metadata.version('memopt')}\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--opt", "lr=-1"],  # the library's message ends in its own full stop
+        ["train", "--opt", "rank"],
+        ["train", "--optimizer", "adamw_snn"],
+        ["compare", "--optimizers", "adamw,adamwsn"],
+        ["train", "--resume", "--restart"],
+        ["train", "--max-steps", "ten"],  # argparse's own usage error
+        ["train", "--schedule", "linear"],
+    ],
+)
+def test_every_error_ends_in_exactly_one_full_stop(capsys, tmp_path, small_run, argv):
+    try:
+        status = main([*argv, *small_run, "--max-steps", "1", "--out", str(tmp_path / "run")])
+    except SystemExit as exit_info:
+        status = exit_info.code
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.endswith(".") and not err.endswith(".."), err
+    assert ".." not in err.replace("...", ""), err
+
+
+def test_help_states_the_default_corpus(capsys):
+    for command in ("compare", "train"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "pydoc_data" not in text and "language reference" not in text
+        assert "(default: builtin:sympy, the Python source of the installed SymPy package)" in text

@@ -33,6 +33,7 @@ import torch
 from memopt.state import sharding, storage
 from memopt.state.rounding import stochastic_round_to_bfloat16
 from memopt.state.template import StateSlot
+from memopt.validation import name_list, warn_at_caller
 
 
 @dataclass
@@ -100,8 +101,21 @@ class Estimator:
     def validate_group(self, group: dict) -> None:
         """Raise ``ValueError`` naming the hyperparameter if a value in ``group`` is invalid."""
 
-    def check_param(self, param: torch.Tensor, group: dict, name: str) -> None:
-        """Raise ``ValueError`` if ``param`` cannot be handled with ``group``'s settings."""
+    def check_param(self, param: torch.Tensor, group: dict, name: str) -> str | None:
+        """Raise ``ValueError`` if ``param`` cannot be handled with ``group``'s settings; return a short
+        note (the parameter and what it gets) when a setting is adjusted for it, for :meth:`check_params`."""
+        return None
+
+    def adjustment_warning(self, group: dict, notes: list[str]) -> str:
+        """The one warning for a group whose settings :meth:`check_param` adjusted for some parameters."""
+        return f"{type(self).__name__} adjusted its settings for {name_list(notes)}."
+
+    def check_params(self, group: dict, named_params: list[tuple[str, torch.Tensor]]) -> None:
+        """:meth:`check_param` for every parameter of a group, then at most one warning listing the
+        parameters whose settings were adjusted, attributed to the user's line (not one per matrix)."""
+        notes = [note for name, param in named_params if (note := self.check_param(param, group, name))]
+        if notes:
+            warn_at_caller(self.adjustment_warning(group, notes))
 
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
         """The state this estimator keeps for ``param`` (the parameter itself: a DTensor when sharded), as

@@ -35,7 +35,6 @@ The partition is decided from the parameter's global shape. On a parameter shard
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
@@ -44,6 +43,7 @@ from memopt.estimators.registry import register_estimator
 from memopt.estimators.second_moment import accumulate, check_accumulation, denominator
 from memopt.state import sharding
 from memopt.state.template import StateSlot
+from memopt.validation import name_list
 
 HEURISTICS = "heuristics"
 
@@ -106,14 +106,17 @@ class SubsetNormSecondMoment(SecondMomentEstimator):
                 "coordinate-wise accumulators."
             )
 
-    def check_param(self, param: torch.Tensor, group: dict, name: str) -> None:
+    def check_param(self, param: torch.Tensor, group: dict, name: str) -> str | None:
         size = group["subset_size"]
         if isinstance(size, int) and size > param.numel() > 0:
-            warnings.warn(
-                f"subset_size={size} is larger than {name} ({param.numel()} elements); it is clamped to "
-                f"{param.numel()}, one subset for the whole tensor (AdaGrad-Norm).",
-                stacklevel=4,
-            )
+            return f"{name} clamped to {param.numel()}"
+        return None
+
+    def adjustment_warning(self, group: dict, notes: list[str]) -> str:
+        return (
+            f"subset_size={group['subset_size']} is larger than {len(notes)} parameter(s), so each of them is one "
+            f"subset (AdaGrad-Norm over the whole tensor): {name_list(notes)}."
+        )
 
     @staticmethod
     def _partition(shape: tuple[int, ...], group: dict) -> tuple[tuple[int, int], int]:

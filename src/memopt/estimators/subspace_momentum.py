@@ -29,8 +29,6 @@ draw from a generator seeded by it, the parameter's position in the optimizer an
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from memopt.estimators import projectors
@@ -38,7 +36,7 @@ from memopt.estimators.base import MomentumEstimator, ParamStep
 from memopt.estimators.momentum import ema_bias_correction
 from memopt.estimators.registry import register_estimator
 from memopt.state.template import StateSlot, raw
-from memopt.validation import check_choice, check_positive_int
+from memopt.validation import check_choice, check_positive_int, name_list
 
 PROJ_POLICIES = ("reset", "keep", "transform")
 
@@ -46,6 +44,40 @@ PROJ_POLICIES = ("reset", "keep", "transform")
 def effective_rank(shape: tuple[int, ...], group: dict) -> int:
     """``rank`` clamped to what the projector allows for a matrix of ``shape``."""
     return min(group["rank"], projectors.max_rank(shape, group["proj_type"]))
+
+
+def projected_slot(param: torch.Tensor, group: dict, **options) -> StateSlot:
+    """An elementwise slot of the shape of ``P(G)`` for ``param`` (``options``: e.g. ``non_negative``), kept
+    in the parameter's dtype by default; its rows are the parameter's (row-sharded) for the ``right``
+    (``m x r``) and ``cols`` (``m x r``) layouts, replicated otherwise."""
+    shape = tuple(param.shape)
+    layout = projectors.layout_for(shape, group["proj_type"])
+    projected = projectors.projected_shape(shape, effective_rank(shape, group), layout)
+    return StateSlot("elementwise", projected, sharded=layout in ("right", "cols"), default="param", **options)
+
+
+def projector_template(param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
+    """The projector's slots for ``param``: ``sm_layout`` (raw) and ``sm_basis`` or ``sm_indices`` (fixed,
+    replicated), which :func:`.projectors.build` replaces whole."""
+    shape = tuple(param.shape)
+    rank = effective_rank(shape, group)
+    template = {"sm_layout": raw(projectors.layout_for(shape, group["proj_type"]))}
+    if group["proj_type"] in projectors.BASIS_TYPES:
+        template["sm_basis"] = StateSlot("fixed", (rank, min(shape)), dtype="param", sharded=False)
+    else:
+        template["sm_indices"] = StateSlot("fixed", (rank,), dtype=torch.int64, sharded=False)
+    return template
+
+
+def build_projector(ps: ParamStep, group: dict) -> None:
+    """(Re)build ``ps``'s projector from its gradient (random projectors: a generator seeded by
+    ``proj_seed``, the parameter's position and the step)."""
+    generator = None
+    if group["proj_type"] in projectors.RANDOM_TYPES:
+        generator = torch.Generator(device=ps.grad.device)
+        generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
+    projectors.build(ps.grad, group["proj_type"], effective_rank(ps.shape, group), ps.state, generator,
+                     ps.param.dtype, ps.shard)  # fmt: skip
 
 
 def projector_seed(proj_seed: int, index: int, step: int) -> int:
@@ -73,7 +105,7 @@ class SubspaceMomentum(MomentumEstimator):
         if not isinstance(group["proj_seed"], int):
             raise ValueError(f"Invalid proj_seed: {group['proj_seed']!r}. proj_seed must be an integer.")
 
-    def check_param(self, param: torch.Tensor, group: dict, name: str) -> None:
+    def check_param(self, param: torch.Tensor, group: dict, name: str) -> str | None:
         if param.ndim != 2:
             raise ValueError(
                 f"{name} has shape {tuple(param.shape)}, but Subspace-Momentum projects matrices (2-D). "
@@ -81,12 +113,13 @@ class SubspaceMomentum(MomentumEstimator):
                 "with memopt.build_optimizer, which gives Subspace-Momentum only to nn.Linear weights."
             )
         limit = projectors.max_rank(tuple(param.shape), group["proj_type"])
-        if group["rank"] > limit:
-            warnings.warn(
-                f"rank={group['rank']} exceeds what proj_type={group['proj_type']!r} allows for {name} of "
-                f"shape {tuple(param.shape)}; it is clamped to {limit}.",
-                stacklevel=4,
-            )
+        return f"{name} clamped to {limit}" if group["rank"] > limit else None
+
+    def adjustment_warning(self, group: dict, notes: list[str]) -> str:
+        return (
+            f"rank={group['rank']} exceeds what proj_type={group['proj_type']!r} allows for {len(notes)} "
+            f"matri{'x' if len(notes) == 1 else 'ces'}: {name_list(notes)}."
+        )
 
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:
         """The projected momentum (elementwise: any storage format) and the projector. The projector is
@@ -94,33 +127,13 @@ class SubspaceMomentum(MomentumEstimator):
         so it is declared as ``"fixed"`` tensors (the basis in the parameter's dtype, or int64 indices; never
         quantized, replicated on shards) and its layout as a raw string, all present from the start so that
         the state lists every entry a checkpoint holds."""
-        shape = tuple(param.shape)
-        rank = effective_rank(shape, group)
-        layout = projectors.layout_for(shape, group["proj_type"])
-        momentum_shape = projectors.projected_shape(shape, rank, layout)
-        # the momentum's rows are the parameter's for right (m x r) and cols (m x r) layouts
-        template = {
-            "sm_exp_avg": StateSlot(
-                "elementwise", momentum_shape, sharded=layout in ("right", "cols"), default="param"
-            ),
-            "sm_layout": raw(layout),
-        }
-        if group["proj_type"] in projectors.BASIS_TYPES:
-            template["sm_basis"] = StateSlot("fixed", (rank, min(shape)), dtype="param", sharded=False)
-        else:
-            template["sm_indices"] = StateSlot("fixed", (rank,), dtype=torch.int64, sharded=False)
-        return template
+        return {"sm_exp_avg": projected_slot(param, group), **projector_template(param, group)}
 
     def _refresh(self, ps: ParamStep, group: dict, momentum: torch.Tensor) -> None:
         state = ps.state
         had_projector = ps.step > 1
         old = {k: state[k] for k in ("sm_layout", "sm_basis", "sm_indices") if k in state}
-        generator = None
-        if group["proj_type"] in projectors.RANDOM_TYPES:
-            generator = torch.Generator(device=ps.grad.device)
-            generator.manual_seed(projector_seed(group["proj_seed"], ps.index, ps.step))
-        rank = effective_rank(ps.shape, group)
-        projectors.build(ps.grad, group["proj_type"], rank, state, generator, ps.param.dtype, ps.shard)
+        build_projector(ps, group)
         if not had_projector:
             return
         policy = group["proj_policy"]

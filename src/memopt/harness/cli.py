@@ -2,7 +2,8 @@
 
 Each subcommand registers itself with an ``_add_<name>`` function and runs through a ``_run_<name>``
 function; later subcommands (``bench``) plug in the same way. Bad input raises
-:class:`memopt.harness.train.errors.HarnessError`, printed as ``memopt: error: ...`` with exit status 2.
+:class:`memopt.harness.train.errors.HarnessError`, printed as ``memopt: error: ...`` with exit status 2;
+every message printed for an error ends in exactly one full stop (:func:`sentence`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,27 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from memopt.harness.train.errors import ConfigError, HarnessError, NonFiniteLossError
+from memopt.harness.train.errors import ConfigError, HarnessError, NonFiniteLossError, sentence
 from memopt.harness.train.options import Flag, Option, add_arguments, count, duration, options, settings_from
 
-__all__ = ["build_parser", "count", "duration", "main"]
+__all__ = ["build_parser", "count", "duration", "main", "sentence"]
+
+
+def memopt_version() -> str:
+    """The installed distribution's version (the package's own when run from a source tree)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("memopt")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors end in a full stop like every other ``memopt`` error."""
+
+    def error(self, message: str):
+        super().error(sentence(message))
 
 
 def _cli_only_options() -> list[Option]:
@@ -120,8 +138,10 @@ def _train_banner(trainer) -> str:
 
 def _train_report(result) -> str:
     """What a finished ``memopt train`` run reached (two lines)."""
-    ppl = "n/a" if result.final_val_ppl is None else f"{result.final_val_ppl:.2f}"
-    loss = "n/a" if result.final_val_loss is None else f"{result.final_val_loss:.4f}"
+    from memopt.harness.train.metrics import format_metric
+
+    ppl = format_metric(result.final_val_ppl, ".2f")
+    loss = format_metric(result.final_val_loss, ".4f")
     speed = "n/a" if result.tokens_per_s is None else f"{result.tokens_per_s:,.0f}"
     state = f"state {result.state_bytes / 2**20:.3f} MiB"
     per_rank = result.extra.get("state_bytes_per_rank")
@@ -188,9 +208,10 @@ _SUBCOMMANDS = (_add_compare, _add_train, _add_memory, _add_list, _add_experimen
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     """The argument parser and the function that runs each subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="memopt", description="Memory-efficient optimizers for PyTorch: compare, train, memory, list, experiment."
     )
+    parser.add_argument("--version", action="version", version=f"memopt {memopt_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners = {}
     for add in _SUBCOMMANDS:
@@ -217,10 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         return runners[args.command](args)
     except NonFiniteLossError as exc:
-        print(f"memopt: stopped: {exc}", file=sys.stderr)
+        print(f"memopt: stopped: {sentence(str(exc))}", file=sys.stderr)
         return 1
     except HarnessError as exc:
-        print(f"memopt: error: {exc}", file=sys.stderr)
+        print(f"memopt: error: {sentence(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

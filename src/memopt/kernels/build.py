@@ -20,8 +20,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import warnings
 from pathlib import Path
+
+from memopt.validation import warn_at_caller
 
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC")
 
@@ -77,19 +78,17 @@ def load(name: str) -> ctypes.CDLL | None:
     source = Path(__file__).with_name(f"{name}.c")
     compiler = _compiler()
     if compiler is None:
-        warnings.warn(
+        warn_at_caller(
             f"memopt: no C compiler found (set CC, or install gcc) to build the fused kernel {name}; using the "
             "slower torch implementation of the same update.",
             RuntimeWarning,
-            stacklevel=2,
         )
         return None
     try:
         return ctypes.CDLL(str(_build(source, compiler)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
-        warnings.warn(
+        warn_at_caller(
             f"memopt: could not build the fused kernel {name} ({error}); using the slower torch implementation.",
             RuntimeWarning,
-            stacklevel=2,
         )
         return None

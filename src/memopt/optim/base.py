@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -255,6 +256,21 @@ class MemoptBase(Optimizer):
         return state_dict
 
     # ------------------------------------------------------------------------ the per-parameter contract
+    def _step_each(self, closure: Callable[[], Any] | None, update: Callable[[ParamStep, dict], None]) -> Any:
+        """A whole step of an optimizer whose update is one parameter at a time: ``closure`` (if given)
+        evaluated first, then ``update(ps, group)`` and ``ps.write_back()`` for every parameter with a gradient.
+        Returns the closure's loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group_index, group in enumerate(self.param_groups):
+            for index, param, name in self._params_with_grad(group, group_index):
+                ps = self._begin(param, group, index, name)
+                update(ps, group)
+                ps.write_back()
+        return loss
+
     def _params_with_grad(self, group: dict, group_index: int) -> list[tuple[int, torch.Tensor, str]]:
         """``(index, parameter, name)`` of the parameters of ``group`` that have a gradient; ``index`` is the
         position over all groups (it seeds stochastic rounding). A sparse gradient is an error naming it."""

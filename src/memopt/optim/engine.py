@@ -101,10 +101,9 @@ class MemoptOptimizer(MemoptBase):
         momentum, second = resolve_estimators(group)
         momentum.validate_group(group)
         second.validate_group(group)
-        for position, param in enumerate(group["params"]):
-            name = param_name(group, group_index, position, param)
-            momentum.check_param(param, group, name)
-            second.check_param(param, group, name)
+        named = [(param_name(group, group_index, i, param), param) for i, param in enumerate(group["params"])]
+        momentum.check_params(group, named)
+        second.check_params(group, named)
 
     # ------------------------------------------------------------------------------------------- state
     def state_template(self, param: torch.Tensor, group: dict) -> dict[str, StateSlot]:

@@ -8,7 +8,8 @@ that matches it, and ``"*"`` takes whatever no other selector took::
 A selector is
 
 * a parameter kind (:data:`KINDS`): ``"linear_weight"`` (2-D weights of ``nn.Linear``, the Subset-Norm
-  paper's compressed set), ``"linear_bias"``, ``"embedding"``, ``"norm"`` (parameters of modules whose
+  paper's compressed set), ``"hidden_linear_weight"`` (the same without the output head, Muon's set:
+  :func:`output_head`), ``"linear_bias"``, ``"embedding"``, ``"norm"`` (parameters of modules whose
   class name contains ``Norm``: LayerNorm, RMSNorm, ...), ``"bias"``, ``"matrix"`` (any 2-D parameter),
   ``"vector"`` (0-D and 1-D parameters);
 * a glob over parameter names (``"model.layers.*.self_attn.*"``; anything that is not a kind);
@@ -41,11 +42,32 @@ def _module_rule(model: nn.Module, keep: Callable[[nn.Module, str], bool]) -> Pa
     return lambda _name, param: id(param) in chosen
 
 
+def output_head(model: nn.Module) -> nn.Module | None:
+    """The module that maps features to outputs: ``model.get_output_embeddings()`` for a ``transformers``
+    model (the LM head, whose weight may be tied to the input embedding), else the last ``nn.Linear``
+    registered in ``model`` (the final layer of a ``Sequential`` or of a module that defines its layers in
+    order); None if there is no ``nn.Linear``."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    if isinstance(head, nn.Module):
+        return head
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _hidden_linear_rule(model: nn.Module) -> ParamRule:
+    head = output_head(model)
+    excluded = {id(p) for p in head.parameters()} if head is not None else set()
+    linear = KINDS["linear_weight"](model)
+    return lambda name, param: linear(name, param) and id(param) not in excluded
+
+
 #: parameter kinds by name: each builds the rule for a given model
 KINDS: dict[str, Callable[[nn.Module], ParamRule]] = {
     "linear_weight": lambda model: _module_rule(
         model, lambda m, attr: isinstance(m, nn.Linear) and attr == "weight" and m.weight.ndim == 2
     ),
+    "hidden_linear_weight": lambda model: _hidden_linear_rule(model),
     "linear_bias": lambda model: _module_rule(model, lambda m, attr: isinstance(m, nn.Linear) and attr == "bias"),
     "embedding": lambda model: _module_rule(model, lambda m, attr: isinstance(m, nn.Embedding) and attr == "weight"),
     "norm": lambda model: _module_rule(model, lambda m, _attr: "Norm" in type(m).__name__),

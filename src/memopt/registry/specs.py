@@ -49,7 +49,11 @@ class OptimizerSpec:
     ``compressed_only``: hyperparameters given to the compressed group alone; ``plain_group``: settings of
     the plain group (``None`` switches a compressed estimator off); ``split``: ``"linear"`` puts
     ``nn.Linear`` weights in the compressed group, ``"all"`` puts every parameter in one group;
-    ``recommended``: hyperparameters for LLaMA-style pretraining (used by ``memopt compare``).
+    ``recommended``: hyperparameters for LLaMA-style pretraining (used by ``memopt compare``);
+    ``split_kind``: the parameter kind (:data:`~memopt.registry.partition.KINDS`) of the compressed group
+    when ``split="linear"`` and ``build_optimizer`` gets no ``split=``; ``param_settings``: for
+    ``split="structure"``, ``param_settings(model)(name, param)`` gives each parameter's group settings
+    (parameters with equal settings share a group), e.g. Adam-mini's block kinds.
     """
 
     name: str
@@ -59,6 +63,8 @@ class OptimizerSpec:
     compressed_only: tuple[str, ...] = ()
     plain_group: dict[str, Any] = field(default_factory=dict)
     recommended: dict[str, Any] = field(default_factory=dict)
+    split_kind: str = "linear_weight"
+    param_settings: Callable[[nn.Module], Callable[[str, torch.Tensor], dict[str, Any]]] | None = None
 
 
 _REGISTRY: dict[str, OptimizerSpec] = {}
@@ -172,15 +178,22 @@ def build_optimizer(
     combined into one :class:`~memopt.optim.chained.ChainedOptimizer` (a single part is returned as is).
 
     ``split(name, param) -> bool`` selects the compressed parameters (default: ``nn.Linear`` weights for
-    the Subset-Norm family; ignored by optimizers that treat every parameter alike). Parameter groups
-    carry ``param_names`` so that error messages name the parameter.
+    the Subset-Norm family, the hidden ones for Muon: the spec's ``split_kind``; ignored by optimizers that
+    treat every parameter alike). Parameter groups carry ``param_names`` so that error messages name the
+    parameter.
     """
-    rule = split or linear_weight_split(model)
+
+    def rule(registry_name: str) -> SplitRule | Callable[[str, torch.Tensor], dict[str, Any]]:
+        spec = get_spec(registry_name)
+        if spec.split == "structure":
+            return spec.param_settings(model)
+        return split or KINDS[spec.split_kind](model)
+
     if isinstance(name, str):
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError(f"The model has no trainable parameters to optimize with {name!r}.")
-        return _build_named(name, named, rule, hparams)
+        return _build_named(name, named, rule(name), hparams)
     if not isinstance(name, Mapping):
         raise TypeError(f"build_optimizer takes a registry name or a partition dict, got {type(name).__name__}.")
     parts = partition(model, name)
@@ -190,7 +203,8 @@ def build_optimizer(
         accepted = accepted_hparams(part.optimizer)
         shared = {k: v for k, v in hparams.items() if k in accepted}
         shared_unused -= set(shared)
-        optimizers.append((part.label, _build_named(part.optimizer, part.named, rule, {**shared, **part.hparams})))
+        built = _build_named(part.optimizer, part.named, rule(part.optimizer), {**shared, **part.hparams})
+        optimizers.append((part.label, built))
     if shared_unused:
         raise ValueError(
             f"No optimizer of the partition takes the hyperparameters {sorted(shared_unused)}; give them to the "
@@ -215,6 +229,12 @@ def _build_named(
     group_settings = {k: hparams.pop(k) for k in ENGINE_GROUP_KEYS if k in hparams and k not in _signature(spec.cls)}
     if spec.split == "all":
         groups = [_group(named, **group_settings)]
+    elif spec.split == "structure":  # ``rule`` gives each parameter's settings
+        by_settings: dict[str, tuple[dict[str, Any], list]] = {}
+        for n, p in named:
+            settings = rule(n, p)
+            by_settings.setdefault(repr(sorted(settings.items())), (settings, []))[1].append((n, p))
+        groups = [_group(members, **settings, **group_settings) for settings, members in by_settings.values()]
     else:
         compressed = [(n, p) for n, p in named if rule(n, p)]
         plain = [(n, p) for n, p in named if not rule(n, p)]
@@ -295,6 +315,44 @@ for _spec in (
     OptimizerSpec("riemannian_adagrad", RiemannianAdagrad,
                   "Riemannian AdaGrad (RADAGRAD): one accumulator of ||g||_x^2 per manifold point.",
                   recommended={"lr": 1e-2}),
+):  # fmt: skip
+    register(_spec)
+
+
+# Methods of 2024-2025 that keep less state than AdamW or use it better (docs/benchmarks.md compares their state
+# bytes). Learning rates: starting points that lower the loss of the harness's tiny preset, not tuned.
+from memopt.optim.adam_mini import AdamMini, adam_mini_blocks  # noqa: E402
+from memopt.optim.apollo import Apollo, ApolloMini  # noqa: E402
+from memopt.optim.galore import GaLoreAdamW  # noqa: E402
+from memopt.optim.muon import Muon  # noqa: E402
+
+_APOLLO_KEYS = ("rank", "scale_type", "scale", "update_proj_gap", "proj_schedule", "proj_seed", "norm_growth_limit")
+
+
+for _spec in (
+    OptimizerSpec("muon", Muon,
+                  "Muon (Newton-Schulz orthogonalized momentum) on hidden nn.Linear weights, AdamW on the rest.",
+                  split="linear", split_kind="hidden_linear_weight", plain_group={"use_muon": False},
+                  recommended={"lr": 2e-3, "weight_decay": 0.0}),
+    OptimizerSpec("galore", GaLoreAdamW,
+                  "GaLore-AdamW: both moments in a rank-r SVD projection of hidden nn.Linear gradients, AdamW "
+                  "on the rest.",
+                  split="linear", split_kind="hidden_linear_weight",
+                  compressed_only=("rank", "update_proj_gap", "scale", "proj_type", "proj_seed", "proj_schedule"),
+                  plain_group={"rank": None}, recommended={"lr": 1e-2}),
+    OptimizerSpec("adam_mini", AdamMini,
+                  "Adam-mini: one second moment per attention head (q, k), output neuron, token row or norm.",
+                  split="structure", param_settings=adam_mini_blocks, recommended={"lr": 2e-3}),
+    OptimizerSpec("apollo", Apollo,
+                  "APOLLO: the gradient scaled per channel by AdamW moments of a rank-r random projection (hidden "
+                  "nn.Linear weights); AdamW on the rest.",
+                  split="linear", split_kind="hidden_linear_weight", compressed_only=_APOLLO_KEYS,
+                  plain_group={"rank": None}, recommended={"lr": 1e-2}),
+    OptimizerSpec("apollo_mini", ApolloMini,
+                  "APOLLO-Mini: one scaling factor per hidden matrix from rank-1 random-projection AdamW moments "
+                  "(SGD-like memory); AdamW on the rest.",
+                  split="linear", split_kind="hidden_linear_weight", compressed_only=_APOLLO_KEYS,
+                  plain_group={"rank": None}, recommended={"lr": 2e-2}),
 ):  # fmt: skip
     register(_spec)
 

@@ -9,6 +9,7 @@ import pytest
 
 from memopt.harness.bench import compare_recipe
 from memopt.harness.bench.compare import CompareConfig, base_config, format_table, run_compare, tokens_to_reach
+from memopt.harness.bench.frontier import pareto_front
 from memopt.harness.bench.plots import plot_compare
 from memopt.harness.cli import main
 from memopt.harness.train.errors import ConfigError
@@ -37,10 +38,20 @@ def test_tokens_to_reach_interpolates_the_first_crossing():
 def comparison(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("compare") / "run"
     base = base_config("tiny", {**TINY, "cache_dir": cache_dir}, str(out))
-    config = CompareConfig(optimizers=["adamw", "adamw_groups", "adamw_sn"], base=base, out=str(out), seeds=2)
+    config = CompareConfig(
+        optimizers=["adamw", "adamw_groups", "adamw_sn"], base=base, out=str(out), seeds=2, frontier=True
+    )
     lines = []
     summary = run_compare(config, log=lines.append, command="memopt compare --preset tiny")
     return out, summary, lines
+
+
+def test_frontier_plots_the_rows_and_names_the_pareto_front(comparison):
+    out, summary, _lines = comparison
+    points = {r["optimizer"]: (r["state_bytes"], r["final_val_loss"]) for r in summary["rows"]}
+    assert summary["frontier"] == pareto_front(points) and summary["frontier"]
+    assert json.loads((out / "summary.json").read_text())["frontier"] == summary["frontier"]
+    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_summary_holds_what_the_table_shows(comparison):
@@ -82,6 +93,22 @@ def test_adamw_groups_is_adamw_with_the_presets_groups(comparison):
     assert groups["hparam_sources"]["plain_lr"] == "variant adamw_groups"
     assert groups["final_val_loss"] != rows["adamw"]["final_val_loss"]  # the embeddings' rate matters
     assert groups["state_bytes"] == rows["adamw"]["state_bytes"]
+
+
+def test_rows_get_a_second_verdict_against_adamw_with_the_presets_groups(comparison):
+    """With adamw as the baseline and adamw_groups compared, adamw_sn's lead is also tested against
+    adamw_groups, the same Welch test on the same seeds, and the table's notes say it."""
+    from memopt.harness.bench.statistics import welch_verdict
+
+    _out, summary, _ = comparison
+    rows = {r["optimizer"]: r for r in summary["rows"]}
+    groups = [run["final_val_loss"] for run in rows["adamw_groups"]["runs"]]
+    sn = [run["final_val_loss"] for run in rows["adamw_sn"]["runs"]]
+    expected = welch_verdict(sn, groups)
+    assert rows["adamw_sn"]["verdict_vs_groups_p"] == expected.p_value
+    assert rows["adamw_sn"]["verdict_vs_groups_label"] == expected.label
+    assert "verdict_vs_groups" not in rows["adamw"] and "verdict_vs_groups" not in rows["adamw_groups"]
+    assert f"verdict against adamw_groups (the same test): adamw_sn {expected.label}" in summary["notes"]
 
 
 def test_compare_writes_runs_per_seed_plot_and_machine(comparison):
@@ -146,9 +173,10 @@ def test_the_default_comparison_stays_within_one_pass_with_room_for_ten():
     sympy_train_tokens = 9_201_976  # sympy 1.14.0, BPE 2048 (docs/results.md)
     assert budget * 10 <= sympy_train_tokens and budget == 160 * 8 * 128
     entries = {e.label: e for e in config.entries()}  # learning rates from the recorded sweep on this recipe
-    assert entries["adamw_groups"].hparams == {"plain_lr": 0.2, "lr": 2e-3}
+    assert entries["adamw_groups"].hparams == {"plain_lr": 0.4, "lr": 2e-3}
     assert entries["adamw_groups"].sources["plain_lr"].startswith("sweep for preset small")
-    assert entries["adamw_sn"].hparams == {"lr": 2e-2}
+    assert entries["adamw_sn"].hparams == {"lr": 2e-2, "plain_lr": 0.4}
+    assert entries["adamw_snsm"].hparams == {"lr": 2e-2, "plain_lr": 0.1}
     untuned = CompareConfig(base=base_config(None, {}, "unused"), use_tuned=False).entries()
     assert [e.hparams for e in untuned][:2] == [{}, {"plain_lr": 2e-2}]
     explicit = base_config("small", {"max_tokens": 1000}, "unused")

@@ -103,8 +103,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny):
     trainer.model.register_forward_hook(poison)
     with pytest.raises(
         NonFiniteLossError,
-        match=r"step 3: the loss is nan .*stopped before updating the model with it\. The last good "
-        r"checkpoint, .*checkpoint\.pt, is intact\. Start a new run \(another --out\) with a lower --lr",
+        match=r"step 3: the loss is nan; the run stopped before updating the model with it\. The last good "
+        r"checkpoint, .*checkpoint\.pt \(step 2\), is intact\. Start a new run \(another --out, or --restart "
+        r"here\) with a lower --lr \(this one had lr .* at this step, optimizer adamw\), or a longer warm-up "
+        r"\(--warmup-steps 10; this run warms up for 0\)\.$",
     ):
         trainer.run()
     assert open(path, "rb").read() == before
@@ -118,7 +120,7 @@ def test_an_occupied_out_folder_is_never_overwritten(tiny):
     with pytest.raises(
         ConfigError,
         match=r"--out .*taken: the folder already holds a run \(checkpoint\.pt, "
-        r"metrics\.jsonl, config\.json\)\. Continue it with --resume",
+        r"metrics\.jsonl, config\.json, result\.json\)\. Continue it with --resume",
     ):
         train(config)
     assert open(os.path.join(config.out, CHECKPOINT_NAME), "rb").read() == before

@@ -53,13 +53,16 @@ from memopt.harness.train.checkpoint import atomic_write_bytes
 from memopt.harness.train.config import TrainConfig
 from memopt.harness.train.data import PreparedData, check_sizes, prepare_data
 from memopt.harness.train.errors import ConfigError, NonFiniteLossError
-from memopt.harness.train.loop import Trainer, TrainResult
+from memopt.harness.train.loop import Trainer, TrainResult, perplexity
+from memopt.harness.train.metrics import json_safe
 from memopt.harness.train.progress import Progress
+from memopt.harness.train.run_folder import check_out
 
 DEFAULT_OPTIMIZERS = recipe.DEFAULT_OPTIMIZERS
 SUMMARY_NAME = "summary.json"
 PLOT_NAME = "compare.png"
 SWEEP_PLOT_NAME = "sweep.png"
+FRONTIER_PLOT_NAME = "frontier.png"
 MIB = 2**20
 
 
@@ -95,6 +98,8 @@ class CompareConfig:
         tune_tokens: the token budget of each sweep run (None: the comparison's own budget).
         tune_seeds: seeds per sweep value (their final losses are averaged).
         use_tuned: apply the preset's recorded learning rates (:data:`compare_recipe.TUNED`).
+        frontier: also plot final validation loss against state bytes with the Pareto front
+            (``frontier.png``, :mod:`memopt.harness.bench.frontier`; its labels in the summary's ``frontier``).
     """
 
     optimizers: list[str] = field(default_factory=lambda: list(DEFAULT_OPTIMIZERS))
@@ -110,6 +115,7 @@ class CompareConfig:
     tune_tokens: int | None = None
     tune_seeds: int = 1
     use_tuned: bool = True
+    frontier: bool = False
 
     def tune_keys(self, label: str) -> list[str]:
         """The hyperparameters swept for the row ``label``, in order."""
@@ -231,7 +237,8 @@ class _Runner:
     ) -> TrainConfig:
         """The settings of one run (``tokens``: a sweep run's budget; None: the comparison's)."""
         changes: dict[str, Any] = {"optimizer": entry.optimizer, "hparams": hparams, "lr": None, "seed": seed}
-        changes.update(out=str(out), quiet=True, save_checkpoints=False)
+        # the runs keep no checkpoint: a run folder left by a killed comparison (no summary.json yet) is started again
+        changes.update(out=str(out), quiet=True, save_checkpoints=False, restart=True)
         if tokens is not None:  # a sweep run: its own budget and schedule, evaluated at the end only
             changes.update(max_steps=None, max_tokens=tokens, schedule_steps=None, max_time=None, eval_every=0)
         return dataclasses.replace(self.config.base, **changes)
@@ -330,7 +337,7 @@ def run_compare(
         HarnessError: bad input (data, preset, optimizer, hyperparameters, an occupied ``out`` folder).
     """
     config.validate()
-    out = Path(config.out)
+    out = check_out(config.out)
     if (out / SUMMARY_NAME).exists():
         raise ConfigError(f"--out {out}: the folder already holds a comparison ({SUMMARY_NAME}); choose another --out.")
     started = time.time()
@@ -413,7 +420,11 @@ def run_compare(
     }
     summary = summarize(config, chosen, results, extra)
     summary["table"] = format_table(summary)
-    text = json.dumps(summary, indent=2, default=str)
+    if config.frontier:
+        from memopt.harness.bench.frontier import plot_frontier
+
+        summary["frontier"] = plot_frontier(summary, out / FRONTIER_PLOT_NAME)
+    text = json.dumps(json_safe(summary), indent=2, default=str)
     atomic_write_bytes(out / SUMMARY_NAME, lambda f: f.write(text.encode()))
     from memopt.harness.bench.plots import plot_compare, plot_sweeps
 
@@ -487,7 +498,7 @@ def summarize(
         row.update(
             final_val_loss=final.mean,
             final_val_loss_sd=final.sd,
-            final_val_ppl=math.exp(min(final.mean, 700.0)) if final.mean is not None else None,
+            final_val_ppl=perplexity(final.mean) if final.mean is not None else None,
             best_val_loss=best.mean,
             best_val_loss_sd=best.sd,
             seeds=len(runs),
@@ -540,6 +551,7 @@ def summarize(
             verdict = welch_verdict(finals, base_finals)
             row.update(verdict=verdict.text, verdict_p=verdict.p_value, verdict_label=verdict.label)
         rows.append(row)
+    _add_group_verdicts(rows, results, base_label)
     targets = [t for t, _ in per_seed_targets if t is not None]
     best_targets = [b for _, b in per_seed_targets if b is not None]
     busy = [load for runs in results.values() for load in (r.extra.get("load", {}) for r in runs)]
@@ -566,6 +578,27 @@ def summarize(
     return summary
 
 
+#: the row that separates a compressed method from its per-group learning rates (see compare_recipe.VARIANTS)
+GROUPS_LABEL = "adamw_groups"
+
+
+def _add_group_verdicts(rows: list[dict[str, Any]], results: dict[str, list[TrainResult]], base_label: str) -> None:
+    """Each row's Welch verdict against :data:`GROUPS_LABEL` too, when that row is compared but is not the
+    baseline: AdamW with the compressed presets' parameter groups, so that a row's lead over the baseline
+    can be told apart from the larger learning rate of its embeddings and norms."""
+    if GROUPS_LABEL not in results or base_label == GROUPS_LABEL:
+        return
+    reference = [r.final_val_loss for r in results[GROUPS_LABEL] if r.final_val_loss is not None]
+    for row in rows:
+        if row["optimizer"] in (GROUPS_LABEL, base_label):
+            continue
+        finals = [r.final_val_loss for r in results[row["optimizer"]] if r.final_val_loss is not None]
+        verdict = welch_verdict(finals, reference)
+        row.update(
+            verdict_vs_groups=verdict.text, verdict_vs_groups_p=verdict.p_value, verdict_vs_groups_label=verdict.label
+        )
+
+
 def notes(summary: dict[str, Any]) -> list[str]:
     """The lines printed under the table: targets, the test, a busy machine, repeated data, grid edges."""
     base = summary["baseline"]
@@ -581,6 +614,11 @@ def notes(summary: dict[str, Any]) -> list[str]:
         f"verdict: Welch's t-test of final val loss over {seeds} seed(s) against {base}, two-sided, 5% level"
         + ("" if seeds > 1 else " (needs --seeds 2 or more)")
     )
+    against_groups = [
+        f"{r['optimizer']} {r['verdict_vs_groups_label']}" for r in summary["rows"] if r.get("verdict_vs_groups_label")
+    ]
+    if against_groups:
+        lines.append(f"verdict against {GROUPS_LABEL} (the same test): " + ", ".join(against_groups))
     load = summary.get("load", {})
     if load.get("busy_runs"):
         lines.append(_busy_note(load, summary.get("machine", {})))
@@ -755,6 +793,11 @@ def add_arguments(parser: argparse.ArgumentParser, count: Any = int) -> None:
     )
     group.add_argument("--tune-seeds", type=int, default=1, metavar="N", help="seeds per sweep value (default 1)")
     group.add_argument(
+        "--frontier",
+        action="store_true",
+        help="also plot final validation loss against optimizer-state bytes, Pareto front marked (frontier.png)",
+    )
+    group.add_argument(
         "--registry-lrs",
         action="store_true",
         help="use the registry's learning rates instead of those swept for the preset (docs/results.md)",
@@ -800,6 +843,7 @@ def run_cli(args: argparse.Namespace, settings: dict[str, Any]) -> int:
         tune_tokens=args.tune_tokens,
         tune_seeds=args.tune_seeds,
         use_tuned=not args.registry_lrs,
+        frontier=args.frontier,
     )
     quiet = bool(args.quiet)
     summary = run_compare(
@@ -812,5 +856,6 @@ def run_cli(args: argparse.Namespace, settings: dict[str, Any]) -> int:
     if not quiet:
         print("\n".join(summary["notes"]))
         print(f"\nwrote {out}/summary.json, {out}/compare.png" + (f", {out}/sweep.png" if config.tune else "")
+              + (f", {out}/frontier.png" if config.frontier else "")
               + " and each run's metrics.jsonl")  # fmt: skip
     return 0

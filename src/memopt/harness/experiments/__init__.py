@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 
 from memopt.harness.experiments.common import Options, Study, timed, write
+from memopt.registry.specs import list_optimizers
+from memopt.validation import closest_names_hint
 
 DEFAULT_OUT = Path("runs") / "experiments"
 
@@ -42,6 +44,10 @@ STUDY_NAMES = (
     "convex",
     "saddle",
     "poincare",
+    "wildfire",
+    "mri",
+    "inversion",
+    "tract",
     "psgd",
 )
 
@@ -58,6 +64,20 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the study's own)")
     parser.add_argument("--quick", action="store_true", help="a reduced run that takes seconds (smoke test)")
     parser.add_argument(
+        "--optimizers",
+        type=_names,
+        default=None,
+        metavar="NAME,NAME",
+        help="registry names to compare, for the studies that take them (tract); default: the study's own",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the independent runs in N processes, for the studies that can (tract); same numbers (default 1)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -65,6 +85,14 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
     )
     parser.set_defaults(func=run)
     return parser
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``"sgd,adamw"`` -> ``("sgd", "adamw")``."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: give registry names separated by commas, e.g. sgd,adamw")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,7 +103,21 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--seeds must be >= 1, got {seeds}.")
     if args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}.")
-    options = Options(out=Path(args.out), seeds=seeds, quick=args.quick)
+    optimizers = getattr(args, "optimizers", None)
+    if optimizers is not None:
+        if not study.takes_optimizers:
+            takers = ", ".join(name for name, s in studies().items() if s.takes_optimizers)
+            raise SystemExit(f"--optimizers: the {study.name} study has a fixed set of methods; only {takers} take it.")
+        unknown = [name for name in optimizers if name not in list_optimizers()]
+        if unknown:
+            hint = closest_names_hint(unknown[0], list_optimizers())
+            raise SystemExit(f"--optimizers: unknown registry name {unknown[0]!r}.{hint} Run `memopt list`.")
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise SystemExit(f"--jobs must be >= 1, got {jobs}.")
+    if jobs > 1 and not study.takes_jobs:
+        raise SystemExit(f"--jobs {jobs}: the {study.name} study runs in one process; drop --jobs.")
+    options = Options(out=Path(args.out), seeds=seeds, quick=args.quick, optimizers=optimizers, jobs=jobs)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -21,6 +21,10 @@ class Options:
     out: Path
     seeds: int = 3
     quick: bool = False
+    #: registry names (``--optimizers``), for the studies that take them; None: the study's default
+    optimizers: tuple[str, ...] | None = None
+    #: processes for a study's independent runs (``--jobs``; the studies that take it give the same numbers)
+    jobs: int = 1
 
 
 @dataclass
@@ -34,11 +38,14 @@ class StudyResult:
 
 @dataclass(frozen=True)
 class Study:
-    """A named study: ``run(options) -> StudyResult``."""
+    """A named study: ``run(options) -> StudyResult``; ``takes_optimizers`` / ``takes_jobs``: it reads
+    ``options.optimizers`` / ``options.jobs``."""
 
     name: str
     help: str
     run: Callable[[Options], StudyResult]
+    takes_optimizers: bool = False
+    takes_jobs: bool = False
 
 
 def environment() -> dict[str, Any]:
@@ -60,7 +67,7 @@ def write(study: Study, options: Options, result: StudyResult, seconds: float) -
     png_path = options.out / f"{study.name}.png"
     payload = {
         "study": study.name,
-        "options": {"seeds": options.seeds, "quick": options.quick},
+        "options": {"seeds": options.seeds, "quick": options.quick, "optimizers": options.optimizers},
         "environment": environment(),
         "seconds": round(seconds, 2),
         "summary": result.lines,
@@ -129,3 +136,13 @@ def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
         return mean, float("nan")
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return mean, math.sqrt(var / n)
+
+
+def step_with(optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """One step on the loss ``closure`` computes (it zeroes the gradients and calls ``backward``): through
+    ``step(closure)`` for the optimizers that need one (``needs_closure``), else one evaluation and ``step()``."""
+    if getattr(optimizer, "needs_closure", False):
+        return optimizer.step(closure)
+    loss = closure()
+    optimizer.step()
+    return loss

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from memopt.harness.experiments.common import Options, Study, StudyResult, figure
+from memopt.harness.experiments.common import Options, Study, StudyResult, figure, step_with
 from memopt.registry.specs import build_optimizer, recommended_hparams
 from memopt.state.accounting import state_bytes
 
@@ -62,7 +62,6 @@ def tiny_llama(seed: int = 0) -> torch.nn.Module:
 def train(name: str, data: list[torch.Tensor]) -> dict:
     model = tiny_llama()
     optimizer = build_optimizer(model, name, **recommended_hparams(name))
-    needs_closure = getattr(optimizer, "needs_closure", False)
     losses, evaluations = [], 0
     start = time.perf_counter()
     for tokens in data:
@@ -75,11 +74,7 @@ def train(name: str, data: list[torch.Tensor]) -> dict:
             loss.backward()
             return loss
 
-        if needs_closure:
-            loss = optimizer.step(closure)
-        else:
-            loss = closure()
-            optimizer.step()
+        loss = step_with(optimizer, closure)
         losses.append(float(loss.detach()))
     seconds = time.perf_counter() - start
     row = {

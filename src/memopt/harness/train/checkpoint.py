@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from memopt.harness.train.errors import CheckpointError
+from memopt.harness.train.errors import CheckpointError, reason
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = 1
@@ -98,7 +98,9 @@ def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
             "wrote this file yourself, rerun with --trust-checkpoint."
         ) from exc
     except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"--resume: cannot read {path}: {exc}. The file is damaged or not a checkpoint.") from exc
+        raise CheckpointError(
+            f"--resume: cannot read {path}: {reason(exc)}. The file is damaged or not a checkpoint."
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"--resume: {path} is not a memopt training checkpoint (format {FORMAT}).")
     return payload

@@ -77,20 +77,24 @@ class TrainConfig:
         sparsity: fraction of the linear weights pruned by magnitude at initialisation and kept zero
             (stored compactly, :mod:`memopt.harness.memory.sparsity`); 0 disables.
         activation_checkpointing: recompute activations in backward to save memory.
+        weight_norm: weight-normalize every ``nn.Linear`` (:func:`memopt.harness.train.reparam.apply_weight_norm`).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         parallel: under ``torchrun``, ``"fsdp"`` (FSDP2, one unit per transformer block) or ``"ddp"``;
             ignored in a single process (see :mod:`memopt.harness.train.distributed`).
         max_steps, max_tokens, max_time: limits; the run stops at the first reached. Without max_steps and
             max_tokens the recipe's (or 200) steps are used. ``max_time`` is in seconds of wall time.
         schedule_steps: the schedule's length (default: the step limit). Set it to stop a run early and
-            continue it later with ``resume`` on the same schedule.
+            continue it later with ``resume`` on the same schedule. Steps past its end hold a cosine at its
+            floor (:class:`memopt.harness.train.schedule.HoldAfterEnd`).
         eval_every: evaluate every this many steps (and at the end); 0 only at the end.
         eval_batches: validation batches (of ``batch_size`` sequences), fixed for the whole run.
         save_every: checkpoint every this many steps (and at the end); 0 only at the end.
         save_checkpoints: False writes no checkpoint at all.
         seed: seeds model initialisation and data order.
         out: run folder (metrics, config, checkpoint, result).
-        resume: continue the run in ``out`` from its checkpoint.
+        resume: continue the run in ``out`` from its checkpoint (keeping the schedule it started with unless
+            ``schedule_steps`` is given, so that a larger ``max_steps`` extends a finished run).
+        restart: start the run in ``out`` again, removing the run files an earlier start left there.
         trust_checkpoint: allow full unpickling of the checkpoint (only for files you wrote).
         quiet: no progress bar or messages.
     """
@@ -102,8 +106,9 @@ class TrainConfig:
     model_config: str | None = setting(None, flag=Flag(
         "a transformers causal-LM config.json to use instead of the preset's model", "model", "PATH"))
     data: str | None = setting(None, flag=Flag(
-        "text file, JSON Lines file with a 'text' field, or directory of them", "data", "PATH",
-        default_text="the Python language reference from pydoc_data"))
+        "text file, JSON Lines file with a 'text' field, directory of them, or a built-in corpus: "
+        "builtin:sympy, builtin:python-reference (small, quick)", "data", "PATH",
+        default_text="builtin:sympy, the Python source of the installed SymPy package"))
     tokenizer: str = setting("bpe", flag=Flag("BPE trained on the data, or bytes", "data", choices=KINDS))
     vocab_size: int = setting(2048, flag=Flag("BPE vocabulary size", "data", "N"))
     val_fraction: float = setting(0.05, flag=Flag("share of the text held out for validation", "data", "F"))
@@ -132,6 +137,9 @@ class TrainConfig:
     sparsity: float = setting(0.0, flag=Flag(
         "prune this fraction of the linear weights by magnitude at initialisation, kept zero", metavar="F"))
     activation_checkpointing: bool = setting(False, flag=Flag("recompute activations in backward to save memory"))
+    weight_norm: bool = setting(False, flag=Flag(
+        "weight normalization (Salimans & Kingma 2016) of every linear layer: w = g v / |v| per output unit, "
+        "by torch.nn.utils.parametrizations.weight_norm", "model"))
     device: str = setting("auto", flag=Flag("auto, cpu, cuda, cuda:N"))
     parallel: str = setting("fsdp", flag=Flag(
         "under torchrun: shard the model with FSDP2 or replicate it with DDP", choices=PARALLEL))
@@ -139,7 +147,8 @@ class TrainConfig:
     max_tokens: int | None = setting(None, flag=Flag("training tokens, e.g. 2M", metavar="N", parse=count))
     max_time: float | None = setting(None, flag=Flag("wall time, e.g. 90s, 10m", metavar="T", parse=duration))
     schedule_steps: int | None = setting(None, flag=Flag(
-        "schedule length if not the step limit (to stop early and --resume later)", "optimizer", "N"))
+        "schedule length if not the step limit (to stop early and --resume later; a cosine holds its floor "
+        "after it)", "optimizer", "N"))
     eval_every: int = setting(50, flag=Flag(
         "evaluate every N steps (and at the end); 0 = only at the end", metavar="N"))
     eval_batches: int = setting(8, flag=Flag("fixed validation batches", metavar="N"))
@@ -148,7 +157,12 @@ class TrainConfig:
     save_checkpoints: bool = True
     seed: int = setting(0, flag=Flag("model init and data order"))
     out: str = setting("runs/train", flag=Flag("run folder", metavar="DIR", default_text="runs/COMMAND-TIMESTAMP"))
-    resume: bool = setting(False, flag=Flag("continue the run in --out from its checkpoint", commands=("train",)))
+    resume: bool = setting(False, flag=Flag(
+        "continue the run in --out from its checkpoint; with a larger --max-steps, extend a finished run (the "
+        "schedule is kept: a cosine stays at its floor after its end)", commands=("train",)))
+    restart: bool = setting(False, flag=Flag(
+        "start the run in --out again from step 0, removing its files (config, metrics, checkpoint, result)",
+        commands=("train",)))
     trust_checkpoint: bool = setting(False, flag=Flag(
         "allow loading a checkpoint whose optimizer state holds Python objects (only files you wrote)",
         commands=("train",)))
@@ -239,10 +253,10 @@ class TrainConfig:
                 "drop --dtype bf16 (autocast is for fp32 parameters)."
             )
         check_sparsity(self.sparsity)
-        if self.schedule_steps is not None and self.schedule_steps < self.total_steps() and self.schedule == "cosine":
+        if self.weight_norm and self.sparsity:
             raise ConfigError(
-                f"--schedule-steps {self.schedule_steps}: shorter than the run's {self.total_steps()} steps; "
-                "the cosine would rise again after its end. Raise --schedule-steps or lower --max-steps."
+                f"--weight-norm with --sparsity {self.sparsity}: pruning zeroes entries of w, but weight "
+                "normalization recomputes w = g v / |v| from new parameters at every step; use one of the two."
             )
 
 

@@ -7,6 +7,16 @@ Every message names the flag, file or value at fault and says how to fix it. The
 from __future__ import annotations
 
 
+def reason(exc: BaseException) -> str:
+    """An exception's message for the middle of a sentence: stripped, without its own final full stops."""
+    return str(exc).strip().rstrip(".")
+
+
+def sentence(message: str) -> str:
+    """``message`` ending in exactly one full stop (messages built from parts may end in none or two)."""
+    return message.rstrip().rstrip(".") + "."
+
+
 class HarnessError(Exception):
     """Base class of the harness's user-facing errors (bad input, not bugs)."""
 

@@ -27,20 +27,19 @@ from typing import Any
 import torch
 
 from memopt.harness.memory.techniques import enable_activation_checkpointing
-from memopt.harness.train import distributed, models
+from memopt.harness.train import distributed, models, run_folder
 from memopt.harness.train import optimizers as opt_lib
 from memopt.harness.train.checkpoint import atomic_write_bytes
 from memopt.harness.train.config import TrainConfig
 from memopt.harness.train.data import PreparedData, TokenBatches, check_sizes, prepare_data
 from memopt.harness.train.errors import ConfigError, NonFiniteLossError
-from memopt.harness.train.metrics import METRICS_NAME, MetricsWriter, read_metrics, truncate_after
+from memopt.harness.train.metrics import METRICS_NAME, MetricsWriter, json_safe, read_metrics, truncate_after
 from memopt.harness.train.progress import Progress, ProgressDisplay, ProgressHook
+from memopt.harness.train.reparam import apply_weight_norm
 from memopt.harness.train.run_checkpoint import RunCheckpoint, TrainingState
-from memopt.harness.train.schedule import build_scheduler
+from memopt.harness.train.run_folder import CONFIG_NAME, RESULT_NAME
+from memopt.harness.train.schedule import HoldAfterEnd, build_scheduler, describe_extension
 from memopt.harness.train.step import TrainStep, causal_lm_loss
-
-CONFIG_NAME = "config.json"
-RESULT_NAME = "result.json"
 
 
 @dataclass
@@ -83,10 +82,14 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: PreparedData | None = None, progress: ProgressHook | None = None):
+        self.out = run_folder.check_out(config.out)
+        run_folder.check_start(self.out, resume=config.resume, restart=config.restart)
+        self.notices: list[str] = []  # what this run decided for the user (printed unless quiet)
+        if config.resume:
+            self._adopt_saved_schedule(config)
         config.validate()
         opt_lib.check_name(config.optimizer)
         self.config = config
-        self.out = Path(config.out)
         self.processes = distributed.launch(config.device, config.parallel)  # one process, or torchrun's
         self.device = self.processes.device
         # rank 0 tokenizes into the cache, the others then read it
@@ -97,7 +100,7 @@ class Trainer:
         self.model_config = models.model_config(
             config.preset, config.model_config, self.data.vocab_size, config.seq_len
         )
-        self.model = models.build_model(self.model_config, config.seed).to(self.device)
+        self.model = self._build_model().to(self.device)
         if config.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         self.techniques = config.techniques()
@@ -120,7 +123,7 @@ class Trainer:
             self.device,
             microbatches=config.grad_accum,
             bf16_autocast=self.bf16,
-            scheduler=self.scheduler,
+            scheduler=HoldAfterEnd(self.scheduler, config.schedule_length(), config.schedule),
             gradient_sync=lambda last: self.processes.gradient_sync(self.model, last),
         )
         self.checkpoint = RunCheckpoint(
@@ -140,6 +143,13 @@ class Trainer:
         return self.processes.is_main
 
     # ------------------------------------------------------------------ setup
+
+    def _build_model(self) -> torch.nn.Module:
+        """The freshly initialised model, weight-normalized with ``--weight-norm``."""
+        model = models.build_model(self.model_config, self.config.seed)
+        if self.config.weight_norm:
+            apply_weight_norm(model)
+        return model
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         """Apply the memory techniques that change the parameters (sparsity, bf16 parameters and their
@@ -194,18 +204,39 @@ class Trainer:
             identity["param_dtype"] = self.config.param_dtype
         if self.config.sparsity:
             identity["sparsity"] = self.config.sparsity
+        if self.config.weight_norm:
+            identity["weight_norm"] = True
         return json.loads(json.dumps(identity, default=str))
 
+    def _adopt_saved_schedule(self, config: TrainConfig) -> None:
+        """On ``--resume`` without ``--schedule-steps`` / ``--warmup-steps``, keep the schedule the run was
+        started with (from its ``config.json``), so that ``--max-steps`` can extend a finished run; the
+        steps past the schedule's end follow :class:`memopt.harness.train.schedule.HoldAfterEnd`."""
+        saved = _saved_identity(self.out)
+        if saved is None or "schedule_steps" not in saved:
+            return  # the checkpoint's identity check reports what is wrong
+        if config.schedule_steps is None:
+            config.schedule_steps = int(saved["schedule_steps"])
+        if config.warmup_steps is None and isinstance(saved.get("schedule"), dict):
+            config.warmup_steps = saved["schedule"].get("warmup_steps")
+        if config.total_steps() > config.schedule_steps:
+            self.notices.append(describe_extension(config.schedule, config.schedule_steps, config.total_steps()))
+
+    def _prepare_folder(self) -> None:
+        """Create ``out``; remove temporary files that a killed run left; with ``--restart``, the old run's
+        files (rank 0, before any rank reads the folder)."""
+        run_folder.check_out(self.out, create=True)
+        stale = run_folder.remove_stale_temporaries(self.out)
+        if stale:
+            self.notices.append(f"removed {len(stale)} unfinished temporary file(s) of a killed run: "
+                                f"{', '.join(p.name for p in stale)}.")  # fmt: skip
+        if self.config.restart:
+            removed = run_folder.clear_run(self.out)
+            if removed:
+                self.notices.append(f"--restart: removed the earlier run's {', '.join(removed)} from {self.out}.")
+
     def _write_settings(self) -> None:
-        """Refuse to overwrite an earlier run; write the configuration (``config.json``)."""
-        if not self.config.resume:
-            names = (*RunCheckpoint.FILE_NAMES, METRICS_NAME, CONFIG_NAME)
-            taken = [n for n in names if (self.out / n).exists()]
-            if taken:
-                raise ConfigError(
-                    f"--out {self.out}: the folder already holds a run ({', '.join(taken)}). Continue it "
-                    "with --resume, or choose another --out; nothing was changed."
-                )
+        """Write the configuration (``config.json``)."""
         self.processes.barrier()  # every rank has looked before rank 0 writes
         if self.is_main:
             record = {"config": dataclasses.asdict(self.config), "identity": self.identity(), "argv": sys.argv}
@@ -228,7 +259,7 @@ class Trainer:
 
     def _unsharded_copy(self) -> TrainingState:
         """A single-process model, optimizer and scheduler of this run (to convert its checkpoint)."""
-        model = models.build_model(self.model_config, self.config.seed)
+        model = self._build_model()
         optimizer = opt_lib.build(model, self.config.optimizer, self.hparams)
         peak = float(self.hparams["lr"])
         schedule = build_scheduler(optimizer, self.schedule_config, self.config.schedule_length(), peak)
@@ -285,11 +316,13 @@ class Trainer:
         return loss, grad_norm, lr
 
     def _stop_non_finite(self, loss: float, grad_norm: float | None, lr: float) -> None:
+        what = f"the loss is {loss}"
+        if math.isfinite(loss):  # the gradient is what overflowed (its norm is known: clipping is on)
+            what = f"the loss is {loss:.4g} but the gradient norm is {grad_norm}"
         raise NonFiniteLossError(
-            f"step {self.step + 1}: the loss is {loss} (gradient norm {grad_norm}); the run stopped before "
-            f"updating the model with it. {self.checkpoint.last_good()} Start a new run (another --out) with a "
-            f"lower --lr (this one had lr {lr:g} at this step, optimizer {self.config.optimizer}) or with "
-            "gradient clipping (--clip 1.0)."
+            f"step {self.step + 1}: {what}; the run stopped before updating the model with it. "
+            f"{self.checkpoint.last_good()} Start a new run (another --out, or --restart here) with "
+            f"{divergence_advice(self.config, lr)}."
         )
 
     @torch.no_grad()
@@ -313,7 +346,12 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train until a limit is reached, then evaluate, checkpoint and return the result."""
         config = self.config
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self._prepare_folder()
+            if not config.quiet:
+                for notice in self.notices:
+                    print(f"memopt train: {notice}", file=sys.stderr)
+        self.processes.barrier()
         if config.resume:
             self._resume()
         self._write_settings()
@@ -384,7 +422,7 @@ class Trainer:
                 "step": self.step,
                 "tokens": self.tokens,
                 "val_loss": val_loss,
-                "val_ppl": math.exp(min(val_loss, 700.0)),
+                "val_ppl": perplexity(val_loss),
                 "eval_time": time.perf_counter() - began,
             }
         )
@@ -445,8 +483,39 @@ class _NoMetrics:
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
     """Write ``record`` to ``path`` as indented JSON, atomically."""
-    text = json.dumps(record, indent=2, default=str)
+    text = json.dumps(json_safe(record), indent=2, default=str)
     atomic_write_bytes(path, lambda file: file.write(text.encode()))
+
+
+def divergence_advice(config: TrainConfig, lr: float) -> str:
+    """What may stop a run from diverging, for its settings: a lower rate always; clipping only where it is
+    off or looser than 1.0, a longer warm-up where clipping is on; fp32 where it ran under bf16 autocast."""
+    remedies = [f"a lower --lr (this one had lr {lr:g} at this step, optimizer {config.optimizer})"]
+    if not config.clip:
+        remedies.append("gradient clipping (--clip 1.0)")
+    elif config.clip > 1.0:
+        remedies.append(f"tighter gradient clipping (--clip 1.0; this run clips at {config.clip:g})")
+    else:
+        warmup = config.schedule_config().warmup_steps
+        remedies.append(f"a longer warm-up (--warmup-steps {max(2 * warmup, 10)}; this run warms up for {warmup})")
+    if config.dtype == "bf16":
+        remedies.append("fp32 arithmetic (--dtype fp32)")
+    return ", or ".join(remedies)
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)``; infinite where that overflows a float (a diverged run), NaN for a NaN loss."""
+    if math.isnan(loss):
+        return math.nan
+    return math.exp(loss) if loss < 709.0 else math.inf
+
+
+def _saved_identity(out: Path) -> dict[str, Any] | None:
+    """The identity recorded in ``out``'s ``config.json`` (None if absent or unreadable)."""
+    try:
+        return json.loads((out / CONFIG_NAME).read_text())["identity"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def train(config: TrainConfig, data: PreparedData | None = None) -> TrainResult:

@@ -20,11 +20,28 @@ METRICS_NAME = "metrics.jsonl"
 TIMING_FIELDS = ("step_time", "tokens_per_s", "elapsed", "eval_time")
 
 
+_NON_FINITE = ("inf", "-inf", "nan")
+
+
 def _clean(value: Any) -> Any:
-    """JSON has no NaN/Infinity: write non-finite floats as strings."""
+    """JSON has no NaN/Infinity: write non-finite floats as strings (``"inf"``, ``"-inf"``, ``"nan"``)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float, at any depth of dicts and lists, written as a string."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return _clean(value)
+
+
+def _restore(value: Any) -> Any:
+    """A value read back: the strings that :func:`_clean` wrote become floats again."""
+    return float(value) if isinstance(value, str) and value in _NON_FINITE else value
 
 
 class MetricsWriter:
@@ -45,13 +62,24 @@ class MetricsWriter:
         self._file.close()
 
 
+def format_metric(value: float | None, spec: str = ".4f") -> str:
+    """A metric for a person: ``spec`` for ordinary values, ``inf``/``nan`` when not finite, three
+    significant digits from a million up (a diverged run's perplexity is not a 90-digit number), ``n/a``
+    for None."""
+    if value is None:
+        return "n/a"
+    if not math.isfinite(value) or abs(value) < 1e6:
+        return format(value, spec)
+    return format(value, ".3g")
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a metrics file (an empty list if it does not exist)."""
     path = Path(path)
     if not path.exists():
         return []
     with open(path, encoding="utf-8") as file:
-        return [json.loads(line) for line in file if line.strip()]
+        return [{k: _restore(v) for k, v in json.loads(line).items()} for line in file if line.strip()]
 
 
 def truncate_after(path: Path, step: int, eval_every: int) -> None:
@@ -69,7 +97,7 @@ def truncate_after(path: Path, step: int, eval_every: int) -> None:
         return not (record.get("event") == "eval" and record.get("step") == step and off_grid)
 
     kept = [r for r in read_metrics(path) if keep(r)]
-    text = "".join(json.dumps(r) + "\n" for r in kept)
+    text = "".join(json.dumps(json_safe(r)) + "\n" for r in kept)
     atomic_write_bytes(path, lambda file: file.write(text.encode("utf-8")))
 
 

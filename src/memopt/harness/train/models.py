@@ -16,7 +16,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
 from memopt.harness.train.choices import check_choice
-from memopt.harness.train.errors import ConfigError
+from memopt.harness.train.errors import ConfigError, reason
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def file_config(path: str | Path) -> PretrainedConfig:
     try:
         config = AutoConfig.from_pretrained(str(file))
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"--model-config {path}: transformers cannot read it: {exc}") from exc
+        raise ConfigError(f"--model-config {path}: transformers cannot read it: {reason(exc)}.") from exc
     if getattr(config, "pad_token_id", None) is not None and config.pad_token_id < 0:
         config.pad_token_id = None  # GaLore-style configs say -1 for "no padding"
     config.use_cache = False
@@ -150,7 +150,9 @@ def build_model(config: PretrainedConfig, seed: int) -> torch.nn.Module:
     try:
         model = AutoModelForCausalLM.from_config(config)
     except ValueError as exc:
-        raise ConfigError(f"the model configuration is not a causal LM that transformers knows: {exc}") from exc
+        raise ConfigError(
+            f"the model configuration is not a causal LM that transformers knows: {reason(exc)}."
+        ) from exc
     return model
 
 

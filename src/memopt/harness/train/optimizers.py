@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from memopt.harness.train.choices import closest
-from memopt.harness.train.errors import ConfigError
+from memopt.harness.train.errors import ConfigError, reason
 from memopt.registry import specs as registry
 from memopt.state.accounting import state_bytes as count_state_bytes
 
@@ -96,7 +96,8 @@ def build(model: torch.nn.Module, name: str, hparams: dict[str, Any]) -> torch.o
     except (TypeError, ValueError) as exc:
         given = ", ".join(f"{k}={v!r}" for k, v in sorted(hparams.items()))
         raise ConfigError(
-            f"--optimizer {name} with {given}: {exc}. Check the --opt/--lr values; `memopt list` shows the optimizers."
+            f"--optimizer {name} with {given}: {reason(exc)}. Check the --opt/--lr values; `memopt list` shows "
+            "the optimizers."
         ) from exc
 
 

@@ -51,6 +51,8 @@ class RunCheckpoint:
         self.processes = processes
         self.trust = trust
         self.settings_file = settings_file
+        #: the step of the checkpoint this run last saved or resumed from (None before either)
+        self.saved_step: int | None = None
 
     @property
     def sharded(self) -> bool:
@@ -63,8 +65,9 @@ class RunCheckpoint:
         if self.sharded:
             payload = sharded.training_state(state.model, state.optimizer, state.scheduler, position)
             sharded.save(self.out, int(position["step"]), payload, is_main=self.processes.is_main)
-            return
-        self._save_file(state, position)
+        else:
+            self._save_file(state, position)
+        self.saved_step = int(position["step"])
 
     def load(
         self,
@@ -87,7 +90,9 @@ class RunCheckpoint:
         """
         newest_is_sharded = sharded.latest_is_distributed(self.out)
         if not newest_is_sharded and not self.sharded:
-            return self._load_file(state, identity)
+            position = self._load_file(state, identity)
+            self.saved_step = int(position["step"])
+            return position
         if not newest_is_sharded:  # checkpoint.pt resumed on several processes: rank 0 converts it first
             self.processes.on_main(lambda: self._convert(unsharded(), identity))
         no_dist = not self.sharded
@@ -97,6 +102,7 @@ class RunCheckpoint:
         template = sharded.training_state(state.model, state.optimizer, state.scheduler, meta)
         loaded = sharded.load(self.out, template, no_dist=no_dist)
         sharded.restore(state.model, state.optimizer, state.scheduler, loaded)
+        self.saved_step = int(loaded["meta"]["step"])
         return loaded["meta"]
 
     def last_good(self) -> str:
@@ -105,7 +111,8 @@ class RunCheckpoint:
             sharded.POINTER_NAME if sharded.latest_is_distributed(self.out) else single_file.CHECKPOINT_NAME
         )
         if path.exists():
-            return f"The last good checkpoint, {path}, is intact."
+            at = f" (step {self.saved_step})" if self.saved_step is not None else ""
+            return f"The last good checkpoint, {path}{at}, is intact."
         return "No checkpoint had been written yet."
 
     # ------------------------------------------------------------------ checkpoint.pt

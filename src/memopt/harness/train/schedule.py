@@ -7,6 +7,9 @@
 * ``constant``: linear warm-up then a constant rate (``ConstantLR`` with factor 1).
 
 The scheduler is stepped once per optimizer step; its ``state_dict`` round-trips through checkpoints.
+Past the schedule's end (``--schedule-steps`` shorter than the run, or a finished run extended with
+``--resume --max-steps``), :class:`HoldAfterEnd` keeps a cosine at its floor and a constant rate constant,
+while SGDR goes on restarting.
 
 When the optimizer's groups have different learning rates (the harness's ``plain_lr``), each group decays
 to ``min_lr_ratio`` times its *own* rate: the decay is then a ``LambdaLR`` factor applied to every group's
@@ -91,6 +94,40 @@ def build_scheduler(optimizer: Optimizer, config: ScheduleConfig, total_steps: i
         return main
     ramp = LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
     return SequentialLR(optimizer, schedulers=[ramp, main], milestones=[warmup])
+
+
+class HoldAfterEnd:
+    """Steps ``scheduler`` once per optimizer step until the schedule's ``length`` steps are done; after
+    that a cosine (or constant) schedule holds its last rate (the cosine's floor ``min_lr_ratio * lr``),
+    since torch's cosine would rise again, and SGDR keeps stepping (its restarts are its shape).
+
+    Whether the scheduler was stepped is its own ``last_epoch``, which checkpoints restore, so a resumed run
+    holds where an uninterrupted one does.
+    """
+
+    def __init__(self, scheduler: LRScheduler, length: int, kind: str):
+        self.scheduler = scheduler
+        self.length = length
+        self.kind = kind
+
+    def step(self) -> None:
+        """One optimizer step's scheduler step (none past the end of a cosine or constant schedule)."""
+        if self.kind == "sgdr" or self.scheduler.last_epoch < self.length:
+            self.scheduler.step()
+
+
+def describe_extension(kind: str, length: int, total: int) -> str:
+    """The rule that applies to a run of ``total`` steps on a schedule of ``length`` steps (a sentence)."""
+    shape = {
+        "cosine": "at the cosine's floor (--min-lr-ratio x --lr)",
+        "constant": "at the constant rate",
+        "sgdr": "on the SGDR restarts, which continue",
+    }[kind]
+    return (
+        f"steps {length + 1}-{total} run past the end of the {length}-step {kind} schedule the run started "
+        f"with, {shape}; the schedule itself is kept (for a schedule over all {total} steps, start a new run "
+        f"with --schedule-steps {total})."
+    )
 
 
 def _sgdr_period(config: ScheduleConfig, decay_steps: int) -> int:

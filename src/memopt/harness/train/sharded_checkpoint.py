@@ -30,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.optim import Optimizer
 
 from memopt.harness.train.checkpoint import CHECKPOINT_NAME, atomic_write_bytes
-from memopt.harness.train.errors import CheckpointError
+from memopt.harness.train.errors import CheckpointError, reason
 
 POINTER_NAME = "checkpoint-dcp.json"
 FOLDER_NAME = "checkpoint-dcp"
@@ -105,7 +105,7 @@ def load(out: Path, template: dict[str, Any], *, no_dist: bool = False) -> dict[
         dcp.load(template, checkpoint_id=str(out / record["path"]), no_dist=no_dist)
     except Exception as exc:
         raise CheckpointError(
-            f"--resume: cannot load the checkpoint {out / record['path']}: {exc}. It was made by another model "
+            f"--resume: cannot load the checkpoint {out / record['path']}: {reason(exc)}. It was made by another model "
             "or optimizer configuration, or is damaged."
         ) from exc
     return template
