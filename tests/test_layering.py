@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"memopt.optim"},
     {"memopt.accelerated", "memopt.curvature", "memopt.wrappers", "memopt.riemannian"},
     {"memopt.registry"},
+    {"memopt.offload"},
     {"memopt.convex", "memopt.decentralized", "memopt.privacy"},
     {"memopt"},
     {"memopt.harness"},

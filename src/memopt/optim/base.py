@@ -271,13 +271,16 @@ class MemoptBase(Optimizer):
                 ps.write_back()
         return loss
 
-    def _params_with_grad(self, group: dict, group_index: int) -> list[tuple[int, torch.Tensor, str]]:
-        """``(index, parameter, name)`` of the parameters of ``group`` that have a gradient; ``index`` is the
-        position over all groups (it seeds stochastic rounding). A sparse gradient is an error naming it."""
+    def _params_with_grad(
+        self, group: dict, group_index: int, only: set[int] | None = None
+    ) -> list[tuple[int, torch.Tensor, str]]:
+        """``(index, parameter, name)`` of the parameters of ``group`` that have a gradient (and, with ``only``,
+        whose ``id`` is in it); ``index`` is the position over all groups (it seeds stochastic rounding). A
+        sparse gradient is an error naming it."""
         first = sum(len(g["params"]) for g in self.param_groups[:group_index])
         found = []
         for position, param in enumerate(group["params"]):
-            if param.grad is None:
+            if param.grad is None or (only is not None and id(param) not in only):
                 continue
             name = param_name(group, group_index, position, param)
             if param.grad.is_sparse:

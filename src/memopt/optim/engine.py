@@ -143,7 +143,29 @@ class MemoptOptimizer(MemoptBase):
             index += len(group["params"])
         return loss
 
-    def _step_group(self, group: dict, group_index: int, first_index: int) -> None:
+    @torch.no_grad()
+    def step_params(self, params: Iterable[torch.Tensor]) -> None:
+        """Step only ``params`` (those with a gradient), each exactly as :meth:`step` would: the same
+        implementation, state and stochastic-rounding seed (the index over all groups). The other parameters
+        and their gradients are left alone, so that a caller can step each parameter as soon as its gradient
+        is ready (:mod:`memopt.offload`). A group whose second-moment estimator needs every gradient of the
+        group before the first update (``prepare_group``, e.g. AdaGrad-Norm) must be given whole; see
+        :meth:`needs_whole_group`."""
+        only = {id(p) for p in params}
+        index = 0
+        for group_index, group in enumerate(self.param_groups):
+            if any(id(p) in only for p in group["params"]):
+                self._step_group(group, group_index, index, only)
+            index += len(group["params"])
+
+    @staticmethod
+    def needs_whole_group(group: dict) -> bool:
+        """Whether ``group``'s parameters must be stepped together: its second-moment estimator reads every
+        gradient of the group before the first update (``prepare_group``)."""
+        second = resolve_estimators(group)[1]
+        return type(second).prepare_group is not SecondMomentEstimator.prepare_group
+
+    def _step_group(self, group: dict, group_index: int, first_index: int, only: set[int] | None = None) -> None:
         momentum, second = resolve_estimators(group)
         candidates = dispatch.candidates(group, momentum, second)
         implementations = {i.name: i for i in candidates}
@@ -151,7 +173,7 @@ class MemoptOptimizer(MemoptBase):
         reference: list[Callable[[], ParamStep]] = []
         first = group["params"][0] if group["params"] else None
         group_state = sharding.local_state(first, self.state[first]) if first is not None else {}
-        for index, param, name in self._params_with_grad(group, group_index):
+        for index, param, name in self._params_with_grad(group, group_index, only):
             state, _ = self._advance(param, group)
             make = functools.partial(self._param_step, param, state, group, index, name, group_state=group_state)
             chosen = dispatch.choose(candidates, sharding.local(param), sharding.local(param.grad), state)
@@ -168,7 +190,7 @@ class MemoptOptimizer(MemoptBase):
         # gradient) just before its update, so that the step's temporaries are one parameter's, not the
         # group's; unless the second-moment estimator needs every gradient before the first update.
         built: list[ParamStep | None] | None = None
-        if type(second).prepare_group is not SecondMomentEstimator.prepare_group:
+        if self.needs_whole_group(group):
             built = [make() for make in reference]
             self._process_gradients(built, group, foreach=False)
         second.prepare_group(fast_steps + (built or []), group)
