@@ -2,9 +2,9 @@
 
 A parameter's state (its entries in the checkpoint layout, :func:`memopt.state.formats.flatten_state`, and
 with 16-bit parameters the float32 master copy) is one file under a private folder made inside ``path``.
-Its tensors are laid out back to back, each at an offset aligned to 64 bytes. Reading a parameter's state
-is one read into one uint8 buffer whose slices become the tensors (no copy); writing is one positioned
-write per tensor. Both run on worker threads (file I/O releases the GIL), so that
+Its tensors are laid out back to back, each at an offset aligned to 64 bytes, and are read straight into
+tensors of their own and written from them (one read or positioned write per tensor, no copy). Both run on
+worker threads (file I/O releases the GIL), so that
 
 * **prefetch** (double buffering) reads the next parameter's state, in backward order, while the current
   one steps, and
@@ -87,7 +87,7 @@ class DiskStore:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="memopt-offload-write")
         self._lock = threading.Lock()
         self.failure: OffloadError | None = None
-        #: the most bytes of state this store held in memory at once (buffers read, tensors being written)
+        #: the most bytes of state this store held in memory at once (tensors read, tensors being written)
         self.peak_resident = 0
         self._resident = 0
 
@@ -175,36 +175,34 @@ class DiskStore:
         slots = self._layouts[key]
         size = slots[-1].offset + _aligned(slots[-1].nbytes) if slots else 0
         self._count(size)
-        self._reading[key] = self._reader.submit(self._read, key, size)
+        self._reading[key] = self._reader.submit(self._read, key)
 
-    def _read(self, key: int, size: int) -> torch.Tensor:
-        buffer = torch.empty(size, dtype=torch.uint8)
-        view = memoryview(buffer.numpy())
+    def _read(self, key: int) -> dict[str, torch.Tensor]:
+        tensors = {}
         with open(self.file(key), "rb", buffering=0) as file:
-            done = 0
-            while done < size:
-                got = file.readinto(view[done:])
-                if not got:
-                    raise OSError(f"{self.file(key)} ends after {done} of {size} bytes")
-                done += got
-        return buffer
+            for slot in self._layouts[key]:
+                tensor = torch.empty(slot.shape, dtype=slot.dtype)
+                view = _as_bytes(tensor)  # the tensor's own memory
+                file.seek(slot.offset)
+                done = 0
+                while done < slot.nbytes:
+                    got = file.readinto(view[done:])
+                    if not got:
+                        raise OSError(f"{self.file(key)} ends inside {slot.name!r} ({done} of {slot.nbytes} bytes)")
+                    done += got
+                tensors[slot.name] = tensor
+        return tensors
 
     def take(self, key: int) -> dict[str, torch.Tensor]:
-        """``key``'s state, read (or its prefetch waited for); the tensors are slices of one buffer, which
-        counts as resident until :meth:`release`."""
+        """``key``'s state, read (or its prefetch waited for); it counts as resident until :meth:`release`."""
         self.check()
         if key not in self._reading:
             self.prefetch(key) if not self._reading else self._read_now(key)
         future = self._reading.pop(key)
         try:
-            buffer = future.result()
+            return future.result()
         except OSError as exc:
             raise self._fail("reading", key, 0, exc) from exc
-        tensors = {}
-        for slot in self._layouts[key]:
-            piece = buffer[slot.offset : slot.offset + slot.nbytes]
-            tensors[slot.name] = piece.view(slot.dtype).reshape(slot.shape)
-        return tensors
 
     def _read_now(self, key: int) -> None:
         """Read ``key`` although another prefetch is in flight (out of the predicted order)."""
@@ -215,7 +213,7 @@ class DiskStore:
         self._count(size)
         future: Future = Future()
         try:
-            future.set_result(self._read(key, size))
+            future.set_result(self._read(key))
         except OSError as exc:
             future.set_exception(exc)
         self._reading[key] = future
