@@ -2,7 +2,8 @@
 
 Optimizers are ``torch.optim.Optimizer`` subclasses built on one engine (:mod:`memopt.optim.engine`);
 ``build_optimizer`` builds any of them by registry name, ``list_optimizers`` lists the names, and
-``state_bytes`` counts the exact bytes an optimizer's state holds.
+``state_bytes`` counts the exact bytes an optimizer's state holds; ``offload`` builds one whose state lives in
+host memory or on disk, stepped from gradient hooks.
 """
 
 from memopt.accelerated import (
@@ -18,6 +19,7 @@ from memopt.accelerated import (
 )
 from memopt.curvature import PSGDLRA, PSGDDiag, PSGDKron
 from memopt.manifolds import ManifoldParameter
+from memopt.offload import offload
 from memopt.optim.adafactor import Adafactor
 from memopt.optim.baselines import SGD, Adagrad, Adam, AdamW, RMSprop
 from memopt.optim.chained import ChainedOptimizer
@@ -81,6 +83,7 @@ __all__ = [
     "format_state_report",
     "list_optimizers",
     "naggs_optimal_step",
+    "offload",
     "recommended_hparams",
     "state_bytes",
     "state_bytes_per_rank",

@@ -17,7 +17,8 @@ import torch
 from offload_checkpointed import DATA, NAME, make, resume, saver
 from offload_models import hparams_for, tiny_model, train
 
-from memopt.offload import OffloadError, offload
+from memopt.offload import OffloadCapacityError, OffloadError, offload
+from memopt.offload import disk as disk_module
 from memopt.registry.specs import build_optimizer
 
 HERE = Path(__file__).resolve().parent
@@ -31,8 +32,8 @@ def uninterrupted() -> torch.nn.Module:
 
 def test_a_disk_too_small_is_refused_before_training(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("memopt.offload.disk.shutil.disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
-    with pytest.raises(OffloadError, match=rf"needs \d+ bytes .* under {tmp_path}, but only 1000 bytes"):
+    monkeypatch.setattr(disk_module.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(OffloadCapacityError, match=rf"needs \d+ bytes .* under {tmp_path}, but only 1000 bytes"):
         offload("adamw", tiny_model(), "disk", tmp_path)
 
 

@@ -8,6 +8,9 @@ memory, prefetched in backward order. Anchors: ZeRO-Offload (Ren et al., arXiv 2
 (Rajbhandari et al., arXiv 2104.07857), torchao's ``CPUOffloadOptimizer``, Fuyou (Liao et al., "Adding NVMe
 SSDs to Enable and Accelerate 100B Model Fine-tuning on a Single GPU", arXiv 2403.06504). None of them
 offloads a compressed state; here an 8-bit, Subset-Norm or SNSM state moves 2-8x fewer bytes than AdamW's.
+
+The facade exports the function: ``memopt.offload`` is :func:`offload`, not this package, once ``memopt`` is
+imported; reach the modules with ``from memopt.offload import disk`` or ``from memopt.offload.disk import ...``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from memopt.offload.disk import OffloadError
+from memopt.offload.disk import OffloadCapacityError, OffloadError
 from memopt.offload.optimizer import TIERS, OffloadOptimizer
 from memopt.optim.engine import MemoptOptimizer
 from memopt.registry.specs import SplitRule, build_optimizer, get_spec, list_optimizers
@@ -43,8 +46,8 @@ def offload(
     ``optimizer.step()`` after the last backward pass and ``zero_grad()`` as usual.
 
     Raises:
-        ValueError: an unknown or non-engine optimizer name, a bad option, or (``OffloadError``) a disk too
-            small for the state.
+        ValueError: an unknown or non-engine optimizer name, a bad option, or a disk too small for the state
+            (:class:`OffloadCapacityError`, also an :class:`OffloadError`).
     """
     spec = get_spec(name)
     if not issubclass(spec.cls, MemoptOptimizer):
@@ -67,4 +70,4 @@ def engine_optimizers() -> list[str]:
     return [n for n in list_optimizers() if issubclass(get_spec(n).cls, MemoptOptimizer)]
 
 
-__all__ = ["TIERS", "OffloadError", "OffloadOptimizer", "engine_optimizers", "offload"]
+__all__ = ["TIERS", "OffloadCapacityError", "OffloadError", "OffloadOptimizer", "engine_optimizers", "offload"]

@@ -42,6 +42,10 @@ class OffloadError(RuntimeError):
     """Reading or writing offloaded optimizer state failed; the run cannot continue from this state."""
 
 
+class OffloadCapacityError(OffloadError, ValueError):
+    """The disk has too little free space for the optimizer state (raised before training starts)."""
+
+
 @dataclass(frozen=True)
 class _Slot:
     name: str
@@ -100,13 +104,13 @@ class DiskStore:
         """Check that the disk has room for files of ``sizes`` (key -> bytes) and allocate them.
 
         Raises:
-            OffloadError: not enough free space (the message gives the path, the bytes needed and free),
-                or the allocation failed.
+            OffloadCapacityError: not enough free space (the message gives the path, the bytes needed and free).
+            OffloadError: the allocation failed.
         """
         needed = sum(sizes.values())
         free = shutil.disk_usage(self.folder).free
         if needed > free:
-            raise OffloadError(
+            raise OffloadCapacityError(
                 f"offload to disk: the optimizer state needs {needed} bytes ({needed / 2**30:.2f} GiB) under "
                 f"{self.folder.parent}, but only {free} bytes ({free / 2**30:.2f} GiB) are free there. Free space "
                 "or pass a path= on a larger disk."
