@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from memopt.harness.memory.breakdown import format_breakdown
+from memopt.harness.memory.offload import TIERS, format_offload, parameter_state_bytes, plan_offload
 from memopt.harness.memory.profile import profile, technique_savings
 from memopt.harness.memory.techniques import PRECISIONS, SPARSE_STORAGES, Techniques
 from memopt.harness.memory.workloads import IMAGE_PRESETS, Workload, lm_workload, module_workload, preset_workload
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--precision", default="fp32", choices=PRECISIONS, help="parameter and compute precision")
     run.add_argument("--sparsity", type=float, default=0.0, metavar="F", help="fraction of weights pruned (0..1)")
     run.add_argument("--sparse-storage", default="compact", choices=SPARSE_STORAGES, help="how pruned weights are held")
+    run.add_argument("--offload", default=None, choices=TIERS, help="also plan the optimizer state offloaded there")
     how = parser.add_argument_group("profiling")
     how.add_argument("--mode", default="estimate", choices=("estimate", "measure"), help="fake tensors or a real run")
     how.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
@@ -126,8 +128,15 @@ def run(args: argparse.Namespace) -> int:
         f"{breakdown.seconds:.1f} s"
     )
     print(format_breakdown(breakdown, savings))
+    offloaded = None
+    if args.offload:
+        sizes = parameter_state_bytes(workload, techniques, args.optimizer, breakdown.config["hparams"], args.device)
+        offloaded = plan_offload(breakdown, args.offload, sizes)
+        print(format_offload(offloaded))
     if args.json:
         payload = {**breakdown.to_dict(), "savings": savings}
+        if offloaded is not None:
+            payload["offload"] = offloaded.to_dict()
         text = json.dumps(payload, indent=2, default=str)
         if args.json == "-":
             print(text)

@@ -140,6 +140,11 @@ class TrainConfig:
     weight_norm: bool = setting(False, flag=Flag(
         "weight normalization (Salimans & Kingma 2016) of every linear layer: w = g v / |v| per output unit, "
         "by torch.nn.utils.parametrizations.weight_norm", "model"))
+    offload: str = setting("none", flag=Flag(
+        "optimizer state (and fp32 masters) in host memory (cpu) or in files (disk), stepped in backward",
+        "optimizer", choices=("none", "cpu", "disk")))
+    offload_path: str | None = setting(None, flag=Flag(
+        "folder for --offload disk", "optimizer", "DIR", default_text="RUN/optimizer-state"))
     device: str = setting("auto", flag=Flag("auto, cpu, cuda, cuda:N"))
     parallel: str = setting("fsdp", flag=Flag(
         "under torchrun: shard the model with FSDP2 or replicate it with DDP", choices=PARALLEL))
@@ -253,6 +258,13 @@ class TrainConfig:
                 "drop --dtype bf16 (autocast is for fp32 parameters)."
             )
         check_sparsity(self.sparsity)
+        if self.offload_path is not None and self.offload != "disk":
+            raise ConfigError(f"--offload-path {self.offload_path}: only with --offload disk.")
+        if self.offload != "none" and self.param_dtype not in ("fp32", "bf16-master"):
+            raise ConfigError(
+                f"--offload {self.offload} with --param-dtype {self.param_dtype}: offloading keeps an fp32 master of "
+                "bf16 parameters itself; use --param-dtype bf16-master (or fp32)."
+            )
         if self.weight_norm and self.sparsity:
             raise ConfigError(
                 f"--weight-norm with --sparsity {self.sparsity}: pruning zeroes entries of w, but weight "

@@ -161,6 +161,9 @@ class Trainer:
         techniques = self.techniques
         if techniques.sparsity:
             prune_model(self.model, techniques.sparsity)
+        if self.config.offload != "none":
+            cast_floating(self.model, techniques.param_dtype)  # the offloaded optimizer keeps the masters
+            return self._offloaded_optimizer()
         master = master_copy(self.model) if techniques.precision == "bf16-master" else None
         cast_floating(self.model, techniques.param_dtype)
         optimizer = build_optimizer(self.model, master, self.config.optimizer, self.hparams, techniques)
@@ -170,6 +173,31 @@ class Trainer:
                 "which the master-weight wrapper does not support; use --param-dtype bf16-sr."
             )
         return optimizer
+
+    def _offloaded_optimizer(self) -> torch.optim.Optimizer:
+        """``--offload``: the optimizer steps each parameter in backward, its state in host memory or on disk
+        (:mod:`memopt.offload`); it clips (``--clip``) and counts microbatches (``--grad-accum``) itself."""
+        from memopt.offload.optimizer import OffloadOptimizer
+
+        config = self.config
+        if self.processes.world_size > 1:
+            raise ConfigError(f"--offload {config.offload}: single-process runs only; drop --offload under torchrun.")
+        path = None
+        if config.offload == "disk":
+            path = Path(config.offload_path) if config.offload_path else self.out / "optimizer-state"
+            path.mkdir(parents=True, exist_ok=True)
+        hparams = {**self.hparams, **self.techniques.optimizer_hparams()}
+        try:
+            return OffloadOptimizer(
+                self.model,
+                lambda host: opt_lib.build(host, config.optimizer, hparams),
+                to=config.offload,
+                path=path,
+                max_grad_norm=config.clip or None,
+                accumulation_steps=config.grad_accum,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"--offload {config.offload} with --optimizer {config.optimizer}: {exc}") from exc
 
     def _validation_batches(self) -> list[torch.Tensor]:
         """The fixed validation set: the first ``eval_batches`` batches of blocks of the validation split."""
@@ -307,11 +335,16 @@ class Trainer:
     def _train_step(self) -> tuple[float, float | None, float]:
         """One optimizer step over ``grad_accum`` microbatches; returns (loss, grad norm, lr used)."""
         loss = self._gradients(count_tokens=True).item()
-        grad_norm = float(self._clip()) if self.config.clip else None
+        offloaded = self.config.offload != "none"  # the optimizer clips, and has stepped in backward
+        grad_norm = float(self._clip()) if self.config.clip and not offloaded else None
         lr = float(self.optimizer.param_groups[0]["lr"])
         if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(grad_norm)):
             self._stop_non_finite(loss, grad_norm, lr)
         self.train_step.update(self._closure if getattr(self.optimizer, "needs_closure", False) else None)
+        if offloaded and self.config.clip:
+            grad_norm = self.optimizer.last_grad_norm
+            if not math.isfinite(grad_norm):
+                self._stop_non_finite(loss, grad_norm, lr)
         self.step += 1
         return loss, grad_norm, lr
 
