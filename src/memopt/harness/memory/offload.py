@@ -3,8 +3,8 @@
 From a profiled :class:`~memopt.harness.memory.breakdown.MemoryBreakdown` and the tier:
 
 * **device peak**: the breakdown's peak less the optimizer state and the float32 masters held at the peak
-  (they leave the parameters' device), plus, where the device is the host (a CPU run), what stays in host
-  memory: all of it with ``to="cpu"``, the disk tier's window with ``to="disk"``;
+  (they leave the parameters' device), plus, where the device is the host (a CPU run), what of them stays
+  in memory: all of it with ``to="cpu"`` (the peak is unchanged), the disk tier's window with ``to="disk"``;
 * **host RAM** (beyond the device's own memory; 0 on a CPU run, where it is the same memory): the state and
   masters with ``to="cpu"``, the window with ``to="disk"``;
 * **disk**: the state and masters with ``to="disk"``.
@@ -78,10 +78,14 @@ def plan_offload(breakdown: MemoryBreakdown, tier: str, sizes: list[int]) -> Off
     offloaded = breakdown.components["optimizer_state"] + breakdown.components.get("master_weights", 0)
     at_peak = breakdown.at_peak.get("optimizer_state", 0) + breakdown.at_peak.get("master_weights", 0)
     window = sum(sorted(sizes, reverse=True)[:WINDOW])
-    resident = offloaded if tier == "cpu" else min(window, offloaded)
     on_host = breakdown.device.startswith("cpu")
-    device_peak = breakdown.peak - at_peak + (resident if on_host else 0)
-    return OffloadPlan(tier, device_peak, 0 if on_host else resident, offloaded if tier == "disk" else 0, window)
+    if on_host:  # the host is the device: what stays in memory is counted in its peak
+        device_peak = breakdown.peak - at_peak + (at_peak if tier == "cpu" else min(window, at_peak))
+        host_ram = 0
+    else:
+        device_peak = breakdown.peak - at_peak
+        host_ram = offloaded if tier == "cpu" else min(window, offloaded)
+    return OffloadPlan(tier, device_peak, host_ram, offloaded if tier == "disk" else 0, window)
 
 
 def format_offload(plan: OffloadPlan) -> str:
