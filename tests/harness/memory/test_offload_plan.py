@@ -39,3 +39,18 @@ def test_plan_on_the_cpu_keeps_only_the_window_in_ram():
     assert (cpu.device_peak, cpu.host_ram, cpu.disk) == (1250, 0, 0)
     disk = plan_offload(breakdown("cpu"), "disk", sizes)
     assert (disk.device_peak, disk.host_ram, disk.disk) == (1250 - 700 + 600, 0, 800)
+
+
+def test_memopt_memory_offload_prints_and_writes_the_plan(tmp_path, capsys):
+    import json
+
+    from memopt.harness.cli import main
+
+    path = tmp_path / "plan.json"
+    argv = ["memory", "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--no-savings", "--offload", "disk"]
+    assert main([*argv, "--json", str(path)]) == 0
+    assert "offload to disk: device peak" in capsys.readouterr().out
+    payload = json.loads(path.read_text())
+    plan, state = payload["offload"], payload["components"]["optimizer_state"]
+    assert plan["disk"] == state and plan["host_ram"] == 0
+    assert plan["device_peak"] == payload["peak"] - payload["at_peak"]["optimizer_state"] + min(plan["window"], payload["at_peak"]["optimizer_state"])
