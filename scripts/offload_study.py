@@ -46,8 +46,7 @@ def child(args: argparse.Namespace) -> dict:
     hparams = {"rank": hidden // 4} if args.optimizer in ("adamw_snsm", "adamw_snsm8bit") else {}
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.mode == "disk":
-        folder = tempfile.mkdtemp(dir=args.path)
-        optimizer = offload(args.optimizer, model, "disk", folder, max_grad_norm=1.0, **hparams)
+        optimizer = offload(args.optimizer, model, "disk", args.path, max_grad_norm=1.0, **hparams)
         stall = {"s": 0.0}
         store = optimizer.store
         for method in ("take", "put", "drain"):
@@ -122,9 +121,10 @@ def main() -> None:
     results = []
     for name in args.optimizers:
         for mode in ("plain", "disk"):
-            command = [sys.executable, __file__, "--child", "--optimizer", name, "--mode", mode, "--preset",
-                       args.preset, "--steps", str(args.steps), "--batch", str(args.batch), "--seq-len",
-                       str(args.seq_len), "--vocab-size", str(args.vocab_size), "--threads", str(args.threads), "--path", args.path]  # fmt: skip
+            flags = {"--optimizer": name, "--mode": mode, "--preset": args.preset, "--steps": args.steps,
+                     "--batch": args.batch, "--seq-len": args.seq_len, "--vocab-size": args.vocab_size,
+                     "--threads": args.threads, "--path": args.path}  # fmt: skip
+            command = [sys.executable, __file__, "--child", *(str(x) for item in flags.items() for x in item)]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)

@@ -167,10 +167,10 @@ class OffloadOptimizer(MasterWeightOptimizer):
         if self._separate(i):
             tensors[MASTER] = host.data
             host.data = torch.empty(0, dtype=host.dtype)
-        self.store.put(i, tensors)
-        if i in self._loaded:
+        if i in self._loaded:  # from here on the tensors count as being written, not as read
             self._loaded.discard(i)
             self.store.release(i)
+        self.store.put(i, tensors)
 
     def _prefetch_after(self, i: int) -> None:
         if self.store is None:
