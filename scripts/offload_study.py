@@ -99,6 +99,30 @@ def child(args: argparse.Namespace) -> dict:
     return result
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def table(results: list[dict]) -> str:
+    """The results as a markdown table: one row per optimizer, plain against disk (MiB = 2**20 bytes)."""
+    mib = 2**20
+    rows = [
+        "| optimizer | state MiB | peak RSS plain | peak RSS disk | disk / plain | CPU s/step plain | CPU s/step disk "
+        "| tokens/s plain | tokens/s disk | stall s/step | disk window MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    by = {(r["optimizer"], r["mode"]): r for r in results}
+    for name in dict.fromkeys(r["optimizer"] for r in results):
+        plain, disk = by[(name, "plain")], by[(name, "disk")]
+        rows.append(
+            f"| {name} | {disk['state_on_disk'] / mib:,.0f} | {plain['peak_rss'] / mib:,.0f} | "
+            f"{disk['peak_rss'] / mib:,.0f} | {disk['peak_rss'] / plain['peak_rss']:.2f} | "
+            f"{_mean(plain['step_cpu_s']):.2f} | {_mean(disk['step_cpu_s']):.2f} | {plain['tokens_per_s']:.1f} | "
+            f"{disk['tokens_per_s']:.1f} | {_mean(disk['stall_s']):.2f} | {disk['store_peak_resident'] / mib:,.0f} |"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="130m")
@@ -110,12 +134,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--path", default=tempfile.gettempdir(), help="folder on the disk that holds the state")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--table", default=None, metavar="JSON", help="only print the table of a results file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--optimizer", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args)))
+        return
+    if args.table:
+        with open(args.table) as file:
+            print(table(json.load(file)))
         return
     os.makedirs(args.path, exist_ok=True)
     results = []
@@ -131,6 +160,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as file:
             json.dump(results, file, indent=2)
+    print(table(results))
 
 
 if __name__ == "__main__":
