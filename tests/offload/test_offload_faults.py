@@ -53,6 +53,21 @@ def test_bad_options_are_named(tmp_path):
         offload("adamw", model, max_grad_norm=-1.0)
 
 
+def test_more_backward_passes_than_accumulation_steps_is_an_error():
+    model = tiny_model()
+    optimizer = offload("adamw", model, accumulation_steps=2)
+    x = torch.randn(4, 64)
+    for _ in range(2):
+        model(x).sum().backward()
+    with pytest.raises(ValueError, match=r"parameter '\d\.(weight|bias)' received its gradient 3 times .* step\(\)"):
+        model(x).sum().backward()
+    optimizer.step()  # the two accumulated passes step; the next cycle is clean
+    optimizer.zero_grad()
+    for _ in range(2):
+        model(x).sum().backward()
+    optimizer.step()
+
+
 def test_a_full_disk_during_a_step_stops_the_run_and_the_checkpoint_resumes(tmp_path, monkeypatch):
     checkpoint, state_dir = tmp_path / "checkpoint.pt", tmp_path / "state"
     state_dir.mkdir()

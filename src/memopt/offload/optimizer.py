@@ -185,6 +185,12 @@ class OffloadOptimizer(MasterWeightOptimizer):
     def _on_grad(self, param: torch.Tensor) -> None:
         i = self._index[id(param)]
         self._seen[i] += 1
+        if self._seen[i] > self.accumulation_steps:
+            raise ValueError(
+                f"{self._names[i]} received its gradient {self._seen[i]} times since the last step(), but the offload "
+                f"optimizer steps on backward pass {self.accumulation_steps} (accumulation_steps); call step() after "
+                "each group of accumulation_steps backward passes, or build it with another accumulation_steps."
+            )
         if self._seen[i] < self.accumulation_steps or i in self._arrived:
             return
         self._arrive(i)
