@@ -1,6 +1,6 @@
 """Offloaded runs equal plain runs bit for bit: every engine optimizer, both tiers, 20 steps of gradient
-accumulation (2 microbatches) with global-norm clipping, and without clipping (parameters then step inside
-the backward pass); every state format; bf16 parameters against ``MasterWeightOptimizer``."""
+accumulation (2 microbatches) with global-norm clipping, and on the disk tier without clipping (parameters
+then step inside the backward pass); every state format; bf16 parameters against ``MasterWeightOptimizer``."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def test_every_engine_optimizer_is_covered():
 @pytest.mark.parametrize("name", engine_optimizers())
 def test_offloaded_equals_plain(name, clip, tmp_path):
     plain_model, plain = plain_run(name, clip)
-    for to in ("cpu", "disk"):
+    # without clipping the parameters step inside backward, the same code for both tiers but the store
+    for to in ("cpu", "disk") if clip is not None else ("disk",):
         model, optimizer = offload_run(name, to, tmp_path, clip)
         for (n, a), b in zip(plain_model.named_parameters(), model.parameters()):
             assert torch.equal(a, b), f"{name} to={to}: parameter {n} differs after {STEPS} steps"
