@@ -79,11 +79,22 @@ class MemoptOptimizer(MemoptBase):
     ``momentum_type`` and ``second_moment_type``.
     """
 
+    #: engine hyperparameters that a preset computes from its own (torch's) names in :meth:`_derived`; they are
+    #: kept out of ``defaults``, so that LR schedulers see only torch's names: ``OneCycleLR`` / ``CyclicLR``
+    #: cycle ``betas[0]`` when ``defaults`` has ``betas``, else ``momentum``, else refuse ``cycle_momentum``
+    DERIVED: tuple[str, ...] = ()
+
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], defaults: dict[str, Any]) -> None:
-        super().__init__(params, {**ENGINE_HYPERPARAMETERS, **defaults})
+        merged = {**ENGINE_HYPERPARAMETERS, **defaults}
+        super().__init__(params, {k: v for k, v in merged.items() if k not in self.DERIVED})
+
+    def _derived(self, group: dict) -> dict[str, Any]:
+        """The :data:`DERIVED` hyperparameters of ``group``, from its own (default: none)."""
+        return {}
 
     # ----------------------------------------------------------------------------------------- groups
     def _complete_group(self, group: dict) -> None:
+        group.update(self._derived(group))
         check_choice("momentum_type", group["momentum_type"], MOMENTUM)
         check_choice("second_moment_type", group["second_moment_type"], SECOND_MOMENT)
         declared = (MOMENTUM[group["momentum_type"]], SECOND_MOMENT[group["second_moment_type"]])
@@ -140,6 +151,7 @@ class MemoptOptimizer(MemoptBase):
                 loss = closure()
         index = 0
         for group_index, group in enumerate(self.param_groups):
+            group.update(self._derived(group))  # a scheduler may have changed the preset's own names
             self._step_group(group, group_index, index)
             index += len(group["params"])
         return loss
