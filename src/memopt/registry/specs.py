@@ -72,6 +72,12 @@ def register(spec: OptimizerSpec) -> OptimizerSpec:
     return spec
 
 
+#: a module attribute, so that a Lion optimizer pickles (pickle finds a class by its module and name)
+Lion = engine_preset(
+    "Lion", "Lion (Chen et al. 2023, arXiv 2302.06675): the sign of an EMA interpolation of momentum and gradient; "
+    "one buffer (memopt.estimators.lion).", momentum_type="lion", second_moment_type="none", lr=1e-4, betas=(0.9, 0.99),
+)
+
 for _spec in (
     OptimizerSpec("sgd", SGD, "SGD with optional heavy-ball/Nesterov momentum (= torch.optim.SGD).",
                   recommended={"lr": 0.1, "momentum": 0.9}),
@@ -111,9 +117,7 @@ for _spec in (
     OptimizerSpec("adagrad_norm", AdaGradNorm,
                   "AdaGrad-Norm: one scalar step size per tensor (global_norm=True: one for the model).",
                   recommended={"lr": 1.0, "momentum": 0.9}),
-    OptimizerSpec("lion", engine_preset("Lion", "Lion (Chen et al. 2023, arXiv 2302.06675): the sign of an EMA "
-                                        "interpolation of momentum and gradient; one buffer (memopt.estimators.lion).",
-                                        momentum_type="lion", second_moment_type="none", lr=1e-4, betas=(0.9, 0.99)),
+    OptimizerSpec("lion", Lion,
                   "Lion: sign of an interpolation of momentum and gradient, one buffer (4 bytes/param).",
                   recommended={"lr": 6e-4, "weight_decay": 0.0}),
 ):  # fmt: skip
