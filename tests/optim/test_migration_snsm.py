@@ -6,11 +6,15 @@ Each convention has an explicit option (README, "Migrating from the papers' code
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from tests.reference.authors_snsm import authors_run
 
 from memopt.optim.presets import AdaGradSN, AdamWSN, AdamWSNSM
+from memopt.registry.specs import build_optimizer
 
 #: what a user passes to reproduce the authors' AdamW-SN(SM) runs
 AUTHORS = {"eps": 1e-6, "eps_placement": "before_bias_correction", "weight_decay_placement": "after_update"}
@@ -108,3 +112,24 @@ def test_the_authors_options_leave_the_fused_adam_kernel_for_the_plain_group_pat
     fast, _ = _memopt_run(AdamWSN, theta0, grads, **plain)
     reference, _ = _memopt_run(AdamWSN, theta0, grads, foreach=False, **plain)
     torch.testing.assert_close(fast[-1], reference[-1], rtol=1e-12, atol=1e-14)
+
+
+def test_the_readme_migration_example_builds_the_authors_configuration():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Migrating from the papers' code", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    compressed, plain = scope["optimizer"].param_groups
+    for group in (compressed, plain):
+        assert group["eps"] == 1e-6
+        assert group["eps_placement"] == "before_bias_correction"
+        assert group["weight_decay_placement"] == "after_update"
+    assert compressed["subset_size"] == -2 and compressed["rank"] == 16
+    assert plain["rank"] is None
+
+
+def test_build_optimizer_gives_the_galore_schedule_to_the_compressed_group_only():
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8))
+    compressed, plain = build_optimizer(model, "adamw_snsm", rank=2, proj_schedule="galore").param_groups
+    assert compressed["proj_schedule"] == "galore" and plain["rank"] is None

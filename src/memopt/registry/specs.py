@@ -39,7 +39,7 @@ from memopt.validation import closest_names_hint
 SplitRule = Callable[[str, nn.Parameter], bool]
 
 _SN_KEYS = ("subset_size",)
-_SM_KEYS = ("rank", "update_proj_gap", "proj_type", "proj_policy", "proj_seed")
+_SM_KEYS = ("rank", "update_proj_gap", "proj_type", "proj_policy", "proj_seed", "proj_schedule")
 
 
 @dataclass(frozen=True)
@@ -145,8 +145,11 @@ def recommended_hparams(name: str) -> dict[str, Any]:
 
 
 #: group options every optimizer of the memopt engine takes through ``build_optimizer``, besides its own:
-#: how state is stored, and ``foreach=False`` to force the per-tensor reference path
-ENGINE_GROUP_KEYS = ("state_storage", "quant_block_size", "stochastic_rounding", "foreach")
+#: how state is stored, ``foreach=False`` to force the per-tensor reference path, and where eps and decoupled
+#: weight decay enter (to reproduce the Subset-Norm authors' runs: README, "Migrating from the papers' code")
+ENGINE_GROUP_KEYS = (
+    "state_storage", "quant_block_size", "stochastic_rounding", "foreach", "eps_placement", "weight_decay_placement",
+)
 
 
 def accepted_hparams(name: str) -> list[str]:
