@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.helpers import trajectory
 from tests.reference.authors_snsm import authors_run
 
 from memopt.optim.presets import AdaGradSN, AdamWSN, AdamWSNSM
@@ -27,14 +28,7 @@ def _grads(shape: tuple[int, int], steps: int, seed: int = 0) -> list[torch.Tens
 
 
 def _memopt_run(cls, theta0: torch.Tensor, grads: list[torch.Tensor], **hparams) -> tuple[list[torch.Tensor], object]:
-    param = torch.nn.Parameter(theta0.clone())
-    optimizer = cls([param], **hparams)
-    trajectory = []
-    for g in grads:
-        param.grad = g.clone()
-        optimizer.step()
-        trajectory.append(param.detach().clone())
-    return trajectory, optimizer
+    return trajectory(lambda params: cls(params, **hparams), theta0, grads)
 
 
 @pytest.mark.parametrize("foreach", [None, False], ids=["fast", "reference"])
