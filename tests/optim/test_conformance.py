@@ -492,7 +492,9 @@ class Wide(nn.Module):
         return self.linear(self.x).tanh().square().mean()
 
 
-def _compiled_matches_eager(info: OptimizerInfo, backend: str, model_type: type[nn.Module], steps: int) -> None:
+def _compiled_matches_eager(
+    info: OptimizerInfo, backend: str, model_type: type[nn.Module], steps: int, rtol: float = 1e-5, atol: float = 1e-6
+) -> None:
     torch._dynamo.reset()
     eager, compiled = model_type(), model_type()
     eager_opt, compiled_opt = build(info, eager), build(info, compiled)
@@ -507,7 +509,7 @@ def _compiled_matches_eager(info: OptimizerInfo, backend: str, model_type: type[
             eager_opt.step()
             compiled_closure()
             step()
-    assert_same(values(compiled), values(eager), rtol=1e-5, atol=1e-6)
+    assert_same(values(compiled), values(eager), rtol=rtol, atol=atol)
     assert not torch.equal(values(compiled)[0], values(model_type())[0])
 
 
@@ -523,5 +525,7 @@ def test_torch_compile_of_the_step_gives_the_eager_result(info):
 @pytest.mark.slow
 @pytest.mark.parametrize("info", ALL)
 def test_torch_compile_with_inductor_gives_the_eager_result(info):
-    """Every optimizer, inductor, three steps on the model of every rank (tens of CPU-seconds each)."""
-    _compiled_matches_eager(info, "inductor", Tiny, 3)
+    """Every optimizer, inductor, three steps on the model of every rank (tens of CPU-seconds each). Inductor
+    sums in another order than eager kernels; STORM's steps divide by accumulated norms, which carries that
+    float32 rounding further (up to 3e-5 relative after three steps): hence the wider tolerance."""
+    _compiled_matches_eager(info, "inductor", Tiny, 3, rtol=1e-4, atol=1e-5)
