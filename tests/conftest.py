@@ -30,8 +30,8 @@ def _one_thread_for_tiny_ops(request: pytest.FixtureRequest):
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``slow`` run only when the marker expression names them (``-m slow``), as the marker's
-    declaration in pyproject.toml says."""
+    """Tests marked ``@pytest.mark.slow`` run only when asked for (``-m slow``); otherwise they are reported as
+    skipped, with that reason."""
     if "slow" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="slow: run with -m slow")

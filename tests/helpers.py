@@ -45,6 +45,21 @@ def run(
     return [p.detach().clone() for p in params], optimizer
 
 
+def trajectory(
+    factory: OptimizerFactory, theta0: torch.Tensor, grads: list[torch.Tensor]
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    """One parameter, a copy of ``theta0``, stepped once per entry of ``grads``: its value after each step, and
+    the optimizer."""
+    param = theta0.clone().requires_grad_()
+    optimizer = factory([param])
+    values = []
+    for g in grads:
+        param.grad = g.clone()
+        optimizer.step()
+        values.append(param.detach().clone())
+    return values, optimizer
+
+
 def save_and_reload(optimizer: torch.optim.Optimizer, factory: OptimizerFactory, params: list[torch.Tensor]):
     """Round-trip ``optimizer.state_dict()`` through ``torch.save``/``torch.load(weights_only=True)`` into a
     fresh optimizer over copies of ``params``; return (new params, new optimizer)."""

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from tests.helpers import assert_all_close, make_grads, make_params, run, save_and_reload
+from tests.helpers import assert_all_close, make_grads, make_params, run, save_and_reload, trajectory
 from torch import nn
 
 import memopt
@@ -93,16 +93,7 @@ def test_ema_form_of_order_one_equals_rmsprop_adam_and_adamw(foreach):
 
 
 # ------------------------------------------------------------------------------------ closed forms
-def _steps(optimizer_factory, theta0, grads):
-    """The parameter after each step (float64)."""
-    param = theta0.clone().requires_grad_()
-    optimizer = optimizer_factory([param])
-    trajectory = []
-    for g in grads:
-        param.grad = g.clone()
-        optimizer.step()
-        trajectory.append(param.detach().clone())
-    return trajectory, optimizer
+_steps = trajectory  # the parameter after each step (float64)
 
 
 @pytest.mark.parametrize("order", [2, 3, 4])

@@ -8,9 +8,15 @@ discretised with step ``alpha`` (``lr``), implicitly in x, then in v with the ne
 ``a = alpha / (1 + alpha)`` one step, gradient ``g`` taken at the current parameters ``x``, is::
 
     b     = alpha mu / (alpha mu + gamma)                  (the current gamma)
-    v     <- (1 - b) v + b x - alpha / (alpha mu + gamma) * g     (b / mu written without dividing by mu)
+    v     <- (1 - b) v + b x - (b / mu) g                   (b / mu -> alpha / gamma at mu = 0)
     gamma <- (1 - a) gamma + a mu                          (skipped with fixed_gamma=True: "NAG4")
     x     <- (1 - a) x + a v
+
+The published PyTorch class of the authors (``NagGS`` of the naggsopt/naggs experiments, used for their ViT
+and GLUE runs) computes the updated gamma but never stores it, so its gamma stays at ``gamma_0``: that class
+is ``NAGGS(..., fixed_gamma=True)``, bit for bit (same operations in the same order; tested against a literal
+transcription in ``tests/accelerated/test_migration_accel.py``). memopt updates gamma by default, as the paper's
+flow does.
 
 ``v`` starts as a copy of the parameters. This is the order of the authors' PyTorch optimizer (the one
 used for their ViT and GLUE runs), which takes ``b`` with the gamma *before* its update; the authors' JAX
@@ -149,8 +155,9 @@ class NAGGS(AcceleratedBase):
                 ps = self._begin(param, group, index, name)
                 gamma = ps.state["gamma"]
                 b = alpha * mu / (alpha * mu + gamma)
+                # b / mu as the authors' class computes it (bit for bit), its limit alpha / gamma at mu = 0
                 v = ps.load("v", ps.work.dtype)
-                v.mul_(1 - b).add_(ps.work, alpha=b).add_(ps.grad, alpha=-alpha / (alpha * mu + gamma))
+                v.mul_(1 - b).add_(ps.work, alpha=b).add_(ps.grad, alpha=-(b / mu if mu > 0 else alpha / gamma))
                 ps.store("v", v)
                 if not group["fixed_gamma"]:
                     ps.state["gamma"] = (1 - a) * gamma + a * mu

@@ -254,6 +254,12 @@ class QuasarAGD(AcceleratedBase):
         if closure is None:
             raise missing_closure_error(type(self).__name__, "evaluates the objective along a line search")
         group = self.param_groups[0]
+        if group["lr"] <= 0:  # lr = 1/L: a scheduler may have driven it to 0 (e.g. CosineAnnealingLR's eta_min=0)
+            raise ValueError(
+                f"Invalid lr: {group['lr']!r} at step {self.state[group['params'][0]].get('step', 0) + 1}. "
+                f"{type(self).__name__} takes lr = 1/L > 0 (L: the smoothness constant); a learning-rate "
+                "schedule for it must stay above 0, e.g. CosineAnnealingLR(..., eta_min=1e-4)."
+            )
         params = group["params"]
         for param in params:
             if "step" not in self.state[param]:

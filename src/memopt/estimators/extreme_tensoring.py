@@ -78,7 +78,7 @@ import torch.nn.functional as F
 
 from memopt.estimators.base import ParamStep, SecondMomentEstimator
 from memopt.estimators.registry import register_estimator
-from memopt.estimators.second_moment import check_accumulation, root_correction
+from memopt.estimators.second_moment import check_accumulation, effective_eps, root_correction
 from memopt.state import sharding
 from memopt.state.template import StateSlot, raw
 
@@ -332,7 +332,7 @@ class ExtremeTensoringSecondMoment(SecondMomentEstimator):
         correction = root_correction(group, ps.step)
         if correction != 1.0:
             d.div_(correction)
-        return d.add_(group["eps"])
+        return d.add_(effective_eps(group, ps.step))
 
     def precondition(self, numerator: torch.Tensor, ps: ParamStep, group: dict) -> torch.Tensor:
         return numerator / self._denominator(ps, group, numerator.dtype)

@@ -5,8 +5,10 @@ Conventions shared by every second-moment estimator in memopt (``beta2 = betas[1
 * accumulation of a statistic ``S_t``: ``V_t = beta2 V_{t-1} + (1 - beta2) S_t`` when ``beta2 < 1``
   (Adam, RMSProp), ``V_t = V_{t-1} + S_t`` when ``beta2 = 1`` (AdaGrad);
 * denominator, PyTorch style: ``D_t = sqrt(V_t / (1 - beta2^t)) + eps`` with bias correction, else
-  ``sqrt(V_t) + eps``. (The Subset-Norm paper's code adds eps before the correction; the two differ only
-  by the scale of eps.) Bias correction of a sum (``beta2 = 1``) is rejected: its correction is zero.
+  ``sqrt(V_t) + eps``. With ``eps_placement="before_bias_correction"`` (the Subset-Norm paper's code, Hugging
+  Face's AdamW) ``D_t = (sqrt(V_t) + eps) / sqrt(1 - beta2^t)``: the same with eps scaled by
+  ``1 / sqrt(1 - beta2^t)`` (:func:`effective_eps`). Bias correction of a sum (``beta2 = 1``) is rejected: its
+  correction is zero.
 """
 
 from __future__ import annotations
@@ -35,9 +37,17 @@ def root_correction(group: dict, step: int) -> float:
     return math.sqrt(1 - beta2**step) if group["bias_correction"] and beta2 < 1 else 1.0
 
 
+def effective_eps(group: dict, step: int) -> float:
+    """The eps added after the root's correction: ``eps``, or ``eps / sqrt(1 - beta2^t)`` when the group adds it
+    before the correction (``eps_placement="before_bias_correction"``)."""
+    if group.get("eps_placement") == "before_bias_correction":
+        return group["eps"] / root_correction(group, step)
+    return group["eps"]
+
+
 def denominator(acc: torch.Tensor, group: dict, step: int) -> torch.Tensor:
     """``sqrt(V / (1 - beta2^t)) + eps`` (or without the correction), as a new tensor."""
-    return (acc.sqrt() / root_correction(group, step)).add_(group["eps"])
+    return (acc.sqrt() / root_correction(group, step)).add_(effective_eps(group, step))
 
 
 def check_accumulation(group: dict) -> None:
@@ -110,5 +120,5 @@ class CoordinateSecondMoment(SecondMomentEstimator):
         corrections = [root_correction(group, ps.step) for ps in steps]
         if any(c != 1.0 for c in corrections):
             torch._foreach_div_(denoms, corrections)
-        torch._foreach_add_(denoms, group["eps"])
+        torch._foreach_add_(denoms, [effective_eps(group, ps.step) for ps in steps])
         torch._foreach_addcdiv_([ps.work for ps in steps], numerators, denoms, [-s for s in step_sizes])

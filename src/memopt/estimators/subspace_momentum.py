@@ -7,7 +7,13 @@ Convergence Guarantees", ICML 2025 (arXiv 2411.07120). With a projector ``P`` (s
     N_t = P*(M_t) + (g_t - P*(P(g_t)))                    plus plain SGD in the orthogonal complement
         = g_t + P*(M_t - P(g_t))                           (the form computed: one back-projection)
 
-The projector is built from the gradient at the first step and rebuilt whenever ``t % update_proj_gap == 0``.
+The projector is built from the gradient at the first step and rebuilt on the ``proj_schedule``:
+
+* ``"sn-sm"`` (default, the Subset-Norm/Subspace-Momentum authors' code): whenever ``t % update_proj_gap == 0``
+  (steps 1, 5, 10, ... at gap 5);
+* ``"galore"`` (GaLore's projector, Zhao et al. 2024, arXiv 2403.03507, whose counter starts at 0): whenever
+  ``(t - 1) % update_proj_gap == 0`` (steps 1, 6, 11, ...).
+
 What happens to ``M`` at a rebuild is the explicit ``proj_policy``:
 
 * ``"reset"``: ``M`` is zeroed before this step's EMA, so ``M_t = (1 - beta1) P_new(g_t)``;
@@ -22,9 +28,9 @@ gathered at each rebuild (one all-gather of the ``m x n`` gradient every ``updat
 the basis computed once and broadcast, so every rank holds the same, replicated projector (see
 :mod:`.projectors` for the per-layout communication). The momentum is row-sharded when its rows are the
 parameter's (tall matrices with a basis, wide ones with selected columns) and replicated otherwise.
-Hyperparameters: ``rank`` (``None``: plain EMA momentum for the group), ``update_proj_gap``, ``proj_type``
-(``"svd"``, ``"randomized"``, ``"topk"``, ``"uniform"``), ``proj_policy``, ``proj_seed`` (random projectors
-draw from a generator seeded by it, the parameter's position in the optimizer and the step).
+Hyperparameters: ``rank`` (``None``: plain EMA momentum for the group), ``update_proj_gap``, ``proj_schedule``,
+``proj_type`` (``"svd"``, ``"randomized"``, ``"topk"``, ``"uniform"``), ``proj_policy``, ``proj_seed`` (random
+projectors draw from a generator seeded by it, the parameter's position in the optimizer and the step).
 """
 
 from __future__ import annotations
@@ -39,6 +45,15 @@ from memopt.state.template import StateSlot, raw
 from memopt.validation import check_choice, check_positive_int, name_list
 
 PROJ_POLICIES = ("reset", "keep", "transform")
+PROJ_SCHEDULES = ("sn-sm", "galore")
+
+
+def rebuilds_at(step: int, group: dict) -> bool:
+    """Whether the projector is (re)built at ``step`` (1-based) under the group's ``proj_schedule``."""
+    gap = group["update_proj_gap"]
+    if group["proj_schedule"] == "galore":
+        return (step - 1) % gap == 0
+    return step == 1 or step % gap == 0
 
 
 def effective_rank(shape: tuple[int, ...], group: dict) -> int:
@@ -95,6 +110,7 @@ class SubspaceMomentum(MomentumEstimator):
         "proj_type": "svd",
         "proj_policy": "reset",
         "proj_seed": 0,
+        "proj_schedule": "sn-sm",
     }
 
     def validate_group(self, group: dict) -> None:
@@ -102,6 +118,7 @@ class SubspaceMomentum(MomentumEstimator):
         check_positive_int("update_proj_gap", group["update_proj_gap"])
         check_choice("proj_type", group["proj_type"], projectors.PROJ_TYPES)
         check_choice("proj_policy", group["proj_policy"], PROJ_POLICIES)
+        check_choice("proj_schedule", group["proj_schedule"], PROJ_SCHEDULES)
         if not isinstance(group["proj_seed"], int):
             raise ValueError(f"Invalid proj_seed: {group['proj_seed']!r}. proj_seed must be an integer.")
 
@@ -145,7 +162,7 @@ class SubspaceMomentum(MomentumEstimator):
     def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
         g = ps.grad
         momentum = ps.load("sm_exp_avg", g.dtype)
-        if ps.step == 1 or ps.step % group["update_proj_gap"] == 0:
+        if rebuilds_at(ps.step, group):
             self._refresh(ps, group, momentum)
         projected = projectors.down(g, ps.state, ps.shard)
         momentum.lerp_(projected, 1 - group["betas"][0])

@@ -22,9 +22,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -85,6 +86,18 @@ def _names_like_the_others(param_group: dict[str, Any], groups: list[dict]) -> d
     return param_group
 
 
+@contextlib.contextmanager
+def _hooks_suspended(optimizer: Optimizer) -> Iterator[None]:
+    """``optimizer``'s load_state_dict hooks set aside: :meth:`MemoptBase.load_state_dict` runs them itself,
+    the pre-hooks before anything is read and the post-hooks once the per-parameter state is installed."""
+    pre, post = optimizer._optimizer_load_state_dict_pre_hooks, optimizer._optimizer_load_state_dict_post_hooks
+    optimizer._optimizer_load_state_dict_pre_hooks, optimizer._optimizer_load_state_dict_post_hooks = {}, {}
+    try:
+        yield
+    finally:
+        optimizer._optimizer_load_state_dict_pre_hooks, optimizer._optimizer_load_state_dict_post_hooks = pre, post
+
+
 class MemoptBase(Optimizer):
     """Base of all memopt optimizers: validated groups, named errors, the per-parameter contract, the state
     template and exact state loading.
@@ -92,6 +105,15 @@ class MemoptBase(Optimizer):
     Subclasses override :meth:`_complete_group` (fill defaults), :meth:`_validate_group` (raise
     ``ValueError``), :meth:`state_template` and, for state shared by a whole group, :meth:`group_state_template`.
     """
+
+    #: attributes of ``torch.optim.Optimizer`` itself, which its ``__getstate__`` already handles
+    _TORCH_ATTRIBUTES = frozenset({"defaults", "state", "param_groups"})
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's pickled state (defaults, state, groups) plus every public attribute of the instance (such
+        as quasar AGD's ``last_search``), so that ``copy.deepcopy`` and ``pickle`` keep them."""
+        extra = {k: v for k, v in vars(self).items() if not k.startswith("_") and k not in self._TORCH_ATTRIBUTES}
+        return {**super().__getstate__(), **extra}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(_names_like_the_others(param_group, self.param_groups))
@@ -226,8 +248,14 @@ class MemoptBase(Optimizer):
         parameter's device only, checked (in the checkpoint layout) against the state this optimizer would
         create, and turned back into one entry per logical state (:func:`~memopt.state.formats.unflatten_state`).
         """
+        state_dict = dict(state_dict)  # shallow copy, as torch's: a pre-hook may change it
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         saved_state = state_dict["state"]
-        super().load_state_dict({**state_dict, "state": {}})
+        with _hooks_suspended(self):
+            super().load_state_dict({**state_dict, "state": {}})
         params_by_id: dict[Any, tuple[torch.Tensor, dict, str]] = {}
         for group_index, (saved_group, group) in enumerate(zip(state_dict["param_groups"], self.param_groups)):
             self._complete_group(group)
@@ -245,6 +273,8 @@ class MemoptBase(Optimizer):
             self._check_loaded_state(param, state, group, name)
             new_state[param] = unflatten_state(state, like=self._template_entries(param, group))
         self.state = new_state
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():  # they see the loaded state
+            post_hook(self)
 
     def state_dict(self) -> dict[str, Any]:
         """``torch.optim``'s state dict, each state entry in its checkpoint layout

@@ -8,6 +8,7 @@ coincides. Defaults and hyperparameter names follow ``torch.optim``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -43,13 +44,19 @@ class SGD(MemoptOptimizer):
             weight_decay=weight_decay,
             decoupled_weight_decay=False,
             bias_correction=False,
-            betas=(0.0, 0.0),
             maximize=maximize,
             foreach=foreach,
             momentum_type="heavy_ball",
             second_moment_type="none",
         )
         super().__init__(params, defaults)
+
+    #: the heavy-ball estimator reads ``momentum``; the unused ``betas`` stays out of ``defaults``, so that
+    #: ``OneCycleLR`` / ``CyclicLR`` cycle ``momentum`` as they do for ``torch.optim.SGD``
+    DERIVED = ("betas",)
+
+    def _derived(self, group: dict) -> dict[str, Any]:
+        return {"betas": (0.0, 0.0)}
 
 
 class Adagrad(MemoptOptimizer):
@@ -78,7 +85,6 @@ class Adagrad(MemoptOptimizer):
             decoupled_weight_decay=False,
             initial_accumulator_value=initial_accumulator_value,
             eps=eps,
-            betas=(0.0, 1.0),
             bias_correction=False,
             maximize=maximize,
             foreach=foreach,
@@ -86,6 +92,13 @@ class Adagrad(MemoptOptimizer):
             second_moment_type="coordinate",
         )
         super().__init__(params, defaults)
+
+    #: no momentum: like ``torch.optim.Adagrad``, ``defaults`` has neither ``momentum`` nor ``betas``, so that
+    #: ``OneCycleLR(cycle_momentum=True)`` refuses it instead of cycling a ``betas[0]`` nothing reads
+    DERIVED = ("betas",)
+
+    def _derived(self, group: dict) -> dict[str, Any]:
+        return {"betas": (0.0, 1.0)}
 
 
 class RMSprop(MemoptOptimizer):
@@ -110,11 +123,11 @@ class RMSprop(MemoptOptimizer):
     ) -> None:
         defaults = dict(
             lr=lr,
-            betas=(0.0, alpha),
+            alpha=alpha,
             eps=eps,
             weight_decay=weight_decay,
             decoupled_weight_decay=False,
-            update_momentum=momentum,
+            momentum=momentum,
             centered=centered,
             bias_correction=False,
             maximize=maximize,
@@ -123,6 +136,16 @@ class RMSprop(MemoptOptimizer):
             second_moment_type="coordinate",
         )
         super().__init__(params, defaults)
+
+    #: the group holds torch's ``alpha`` and ``momentum`` (what ``OneCycleLR`` / ``CyclicLR`` cycle); the engine's
+    #: ``betas = (0, alpha)`` and ``update_momentum = momentum`` follow them at every step
+    DERIVED = ("betas", "update_momentum")
+
+    def _derived(self, group: dict) -> dict[str, Any]:
+        # groups saved before RMSprop kept torch's names hold only the engine's
+        alpha = group.setdefault("alpha", group["betas"][1] if "betas" in group else 0.99)
+        momentum = group.setdefault("momentum", group.get("update_momentum", 0.0))
+        return {"betas": (0.0, alpha), "update_momentum": momentum}
 
 
 class Adam(MemoptOptimizer):

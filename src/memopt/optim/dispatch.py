@@ -23,6 +23,8 @@ Registered, in order:
    parameter's dtype.
 
 ``foreach=False`` in a group, and RMSProp's ``update_momentum``, send every parameter to the reference path.
+Under ``torch.compile`` (``torch.compiler.is_compiling()``) the implementations that cannot be traced (the C
+kernel, torch's fused kernel) are skipped: a compiled step runs the foreach or reference path.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Implementation:
     group_applies: GroupTest
     param_applies: ParamTest
     step: StepFn
+    #: whether ``torch.compile`` can trace it; under compilation the others are skipped (the next that applies,
+    #: or the reference path, computes the same update)
+    traceable: bool = True
 
 
 IMPLEMENTATIONS: list[Implementation] = []
@@ -69,7 +74,10 @@ def candidates(group: dict, momentum: MomentumEstimator, second: SecondMomentEst
     """The registered implementations that apply to ``group`` (before looking at its parameters)."""
     if group["foreach"] is False or group["update_momentum"] != 0:
         return []
-    return [i for i in IMPLEMENTATIONS if i.group_applies(group, momentum, second)]
+    compiling = torch.compiler.is_compiling()
+    return [
+        i for i in IMPLEMENTATIONS if (i.traceable or not compiling) and i.group_applies(group, momentum, second)
+    ]
 
 
 def choose(candidates: list[Implementation], piece: torch.Tensor, grad: torch.Tensor, state: dict):
@@ -94,15 +102,24 @@ def is_adam(group: dict, momentum: MomentumEstimator, second: SecondMomentEstima
     return fused_adam_applies(group, momentum.name, second.name)
 
 
-def _foreach_step(steps: list[ParamStep], group: dict, momentum: MomentumEstimator, second) -> None:
-    """The estimators' multi-tensor methods: decoupled decay, numerators, statistics, fused combine."""
+def decoupled_decay(works: list[torch.Tensor], group: dict) -> None:
+    """``theta <- theta (1 - lr wd)`` with the base lr, when the group's weight decay is decoupled."""
     lr, wd = group["lr"], group["weight_decay"]
     if wd != 0 and group["decoupled_weight_decay"]:
-        torch._foreach_mul_([ps.work for ps in steps], 1 - lr * wd)
+        torch._foreach_mul_(works, 1 - lr * wd)
+
+
+def _foreach_step(steps: list[ParamStep], group: dict, momentum: MomentumEstimator, second) -> None:
+    """The estimators' multi-tensor methods: decoupled decay, numerators, statistics, fused combine."""
+    decay_first = group["weight_decay_placement"] == "before_update"
+    if decay_first:
+        decoupled_decay([ps.work for ps in steps], group)
     numerators = momentum.numerator_many(steps, group)
     second.update_many(steps, group)
     step_sizes = [step_size(group, momentum, ps.step) for ps in steps]
     second.apply_many(steps, numerators, step_sizes, group)
+    if not decay_first:
+        decoupled_decay([ps.work for ps in steps], group)
 
 
 def step_size(group: dict, momentum: MomentumEstimator, step: int) -> float:
@@ -117,6 +134,7 @@ register_implementation(
         group_applies=is_adam,
         param_applies=adamw8bit.eligible,
         step=lambda steps, group, momentum, second: adamw8bit.step(steps, group),
+        traceable=False,  # a C call through ctypes
     )
 )
 register_implementation(
@@ -125,6 +143,7 @@ register_implementation(
         group_applies=is_adam,
         param_applies=state_in_param_dtype,
         step=lambda steps, group, momentum, second: fused_adam_step(steps, group),
+        traceable=False,  # its step tensors, made per call, cannot be mutated inside a compiled graph
     )
 )
 register_implementation(

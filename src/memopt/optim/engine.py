@@ -3,12 +3,17 @@
 For each parameter with a gradient, one step is::
 
     g      <- -grad if maximize else grad;   g <- g + wd * theta      (coupled weight decay, Adam/SGD style)
-    theta  <- theta * (1 - lr * wd)                                     (decoupled weight decay, AdamW style)
+    theta  <- theta * (1 - lr * wd)                                     (decoupled weight decay, AdamW style;
+                                                                         after the update with
+                                                                         weight_decay_placement="after_update")
     N      <- momentum.numerator(g)                                     (none, EMA, heavy ball, subspace)
     V      <- second_moment.update(g)                                   (none, coordinate, Subset-Norm, AdaGrad-Norm)
     U      <- N / D(V)                                                  (second_moment.precondition)
     U      <- B <- mu_u * B + U                                         (optional: ``update_momentum``, RMSProp's)
     theta  <- theta - lr / (1 + (t - 1) * lr_decay) / bc1(t) * U
+
+``D(V)`` adds ``eps`` after the second moment's bias correction, PyTorch style, or before it with
+``eps_placement="before_bias_correction"`` (the Subset-Norm authors' and Hugging Face's convention).
 
 The estimators are chosen per parameter group by ``momentum_type`` and ``second_moment_type`` and keep all
 their state in ``self.state[p]``; hyperparameters live in ``param_groups``. Two paths run the same math:
@@ -52,12 +57,22 @@ ENGINE_HYPERPARAMETERS: dict[str, Any] = {
     "bias_correction": True,
     "maximize": False,
     "lr_decay": 0.0,
+    "eps_placement": "after_bias_correction",
+    "weight_decay_placement": "before_update",
     "update_momentum": 0.0,
     "momentum_type": "ema",
     "second_moment_type": "coordinate",
     "foreach": None,
     **STORAGE_OPTIONS,
 }
+
+
+#: ``eps_placement``: PyTorch's ``sqrt(V / (1 - beta2^t)) + eps``, or the Subset-Norm authors' (and Hugging Face
+#: AdamW's) ``(sqrt(V) + eps) / sqrt(1 - beta2^t)``, an effective eps of ``eps / sqrt(1 - beta2^t)``
+EPS_PLACEMENTS = ("after_bias_correction", "before_bias_correction")
+#: ``weight_decay_placement`` of decoupled decay ``theta <- theta (1 - lr wd)``: before the update
+#: (``torch.optim.AdamW``) or after it, on the updated parameter (the Subset-Norm authors' code)
+WEIGHT_DECAY_PLACEMENTS = ("before_update", "after_update")
 
 
 def resolve_estimators(group: dict) -> tuple[MomentumEstimator, SecondMomentEstimator]:
@@ -79,11 +94,24 @@ class MemoptOptimizer(MemoptBase):
     ``momentum_type`` and ``second_moment_type``.
     """
 
+    #: engine hyperparameters that a preset computes from its own (torch's) names in :meth:`_derived`; they are
+    #: kept out of ``defaults``, so that LR schedulers see only torch's names: ``OneCycleLR`` / ``CyclicLR``
+    #: cycle ``betas[0]`` when ``defaults`` has ``betas``, else ``momentum``, else refuse ``cycle_momentum``
+    DERIVED: tuple[str, ...] = ()
+
     def __init__(self, params: Iterable[torch.Tensor] | Iterable[dict], defaults: dict[str, Any]) -> None:
-        super().__init__(params, {**ENGINE_HYPERPARAMETERS, **defaults})
+        merged = {**ENGINE_HYPERPARAMETERS, **defaults}
+        super().__init__(params, {k: v for k, v in merged.items() if k not in self.DERIVED})
+
+    def _derived(self, group: dict) -> dict[str, Any]:
+        """The :data:`DERIVED` hyperparameters of ``group``, from its own (default: none)."""
+        return {}
 
     # ----------------------------------------------------------------------------------------- groups
     def _complete_group(self, group: dict) -> None:
+        group.update(self._derived(group))
+        for key in ("eps_placement", "weight_decay_placement"):  # groups saved before these options existed
+            group.setdefault(key, ENGINE_HYPERPARAMETERS[key])
         check_choice("momentum_type", group["momentum_type"], MOMENTUM)
         check_choice("second_moment_type", group["second_moment_type"], SECOND_MOMENT)
         declared = (MOMENTUM[group["momentum_type"]], SECOND_MOMENT[group["second_moment_type"]])
@@ -98,6 +126,8 @@ class MemoptOptimizer(MemoptBase):
         for key in ("lr", "eps", "weight_decay", "lr_decay", "update_momentum"):
             check_non_negative(key, group[key])
         check_betas(group["betas"])
+        check_choice("eps_placement", group["eps_placement"], EPS_PLACEMENTS)
+        check_choice("weight_decay_placement", group["weight_decay_placement"], WEIGHT_DECAY_PLACEMENTS)
         momentum, second = resolve_estimators(group)
         momentum.validate_group(group)
         second.validate_group(group)
@@ -139,6 +169,7 @@ class MemoptOptimizer(MemoptBase):
                 loss = closure()
         index = 0
         for group_index, group in enumerate(self.param_groups):
+            group.update(self._derived(group))  # a scheduler may have changed the preset's own names
             self._step_group(group, group_index, index)
             index += len(group["params"])
         return loss
@@ -229,9 +260,9 @@ class MemoptOptimizer(MemoptBase):
     def _reference_update(
         self, ps: ParamStep, group: dict, momentum: MomentumEstimator, second: SecondMomentEstimator
     ) -> None:
-        lr, wd = group["lr"], group["weight_decay"]
-        if wd != 0 and group["decoupled_weight_decay"]:
-            ps.work.mul_(1 - lr * wd)
+        decay_first = group["weight_decay_placement"] == "before_update"
+        if decay_first:
+            dispatch.decoupled_decay([ps.work], group)
         numerator = momentum.numerator(ps, group)
         second.update(ps, group)
         update = second.precondition(numerator, ps, group)
@@ -244,4 +275,6 @@ class MemoptOptimizer(MemoptBase):
             ps.store("update_buffer", buffer)
             update = buffer
         ps.work.add_(update, alpha=-dispatch.step_size(group, momentum, ps.step))
+        if not decay_first:
+            dispatch.decoupled_decay([ps.work], group)
         ps.write_back()

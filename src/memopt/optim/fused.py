@@ -26,6 +26,8 @@ def fused_adam_applies(group: dict, momentum_kind: str, second_kind: str) -> boo
         and not group["centered"]
         and group["lr_decay"] == 0
         and group["update_momentum"] == 0
+        and group["eps_placement"] == "after_bias_correction"
+        and group["weight_decay_placement"] == "before_update"
         and hasattr(torch, "_fused_adamw_")
     )
 

@@ -7,8 +7,15 @@ Each preset is a set of defaults; any parameter group may override them. ``subse
 gives it coordinate-wise second moments and ``rank=None`` plain EMA momentum, which is how the paper
 treats embeddings, norms and biases (``memopt.build_optimizer`` makes that split for you).
 
-Differences from the paper's code, all deliberate: eps is added after bias correction (PyTorch style), and
-decoupled weight decay is applied before the update with the base lr (``torch.optim.AdamW`` style).
+Differences from the paper's code (timmytonga/sn-sm), deliberate defaults with an option each to reproduce
+the authors' runs (README, "Migrating from the papers' code"): eps is added after bias correction, PyTorch
+style (``eps_placement="before_bias_correction"``: the authors' ``sqrt(v) + eps`` before the correction, an
+effective eps of ``eps / sqrt(1 - beta2^t)``); decoupled weight decay is applied before the update with the
+base lr, ``torch.optim.AdamW`` style (``weight_decay_placement="after_update"``: the authors' order); the
+default eps is 1e-8 (theirs 1e-6: pass ``eps=1e-6``) and the default subset size ``"heuristics"`` (their
+script's ``-2``: pass ``subset_size=-2``). Their Subspace-Momentum reset at a rebuild still updates the old
+momentum for that step (the zeros take effect one step later); memopt's ``proj_policy="reset"`` zeroes it
+before the step's EMA and does not reproduce that defect.
 """
 
 from __future__ import annotations
@@ -86,7 +93,7 @@ def _subset_norm_settings(
 
 
 def _subspace_settings(
-    rank: int | None, update_proj_gap: int, proj_type: str, proj_policy: str, proj_seed: int
+    rank: int | None, update_proj_gap: int, proj_type: str, proj_policy: str, proj_seed: int, proj_schedule: str
 ) -> dict[str, Any]:
     return dict(
         momentum_type="subspace",
@@ -95,6 +102,7 @@ def _subspace_settings(
         proj_type=proj_type,
         proj_policy=proj_policy,
         proj_seed=proj_seed,
+        proj_schedule=proj_schedule,
     )
 
 
@@ -150,6 +158,7 @@ class AdamWSNSM(AdamWSN):
         proj_type: str = "svd",
         proj_policy: str = "reset",
         proj_seed: int = 0,
+        proj_schedule: str = "sn-sm",
         *,
         maximize: bool = False,
         foreach: bool | None = None,
@@ -157,7 +166,7 @@ class AdamWSNSM(AdamWSN):
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach,
-            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed), **settings,
+            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed, proj_schedule), **settings,
         )  # fmt: skip
 
 
@@ -203,13 +212,14 @@ class AdaGradSNSM(AdaGradSN):
         proj_type: str = "svd",
         proj_policy: str = "reset",
         proj_seed: int = 0,
+        proj_schedule: str = "sn-sm",
         *,
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach,
-            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed),
+            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed, proj_schedule),
         )  # fmt: skip
 
 
@@ -328,11 +338,12 @@ class AdamWSNSM8bit(AdamWSNSM):
         proj_type: str = "svd",
         proj_policy: str = "reset",
         proj_seed: int = 0,
+        proj_schedule: str = "sn-sm",
         quant_block_size: int = 256,
         *,
         maximize: bool = False,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, subset_size, rank, update_proj_gap, proj_type, proj_policy,
-            proj_seed, maximize=maximize, state_storage="8bit", quant_block_size=quant_block_size,
+            proj_seed, proj_schedule, maximize=maximize, state_storage="8bit", quant_block_size=quant_block_size,
         )  # fmt: skip

@@ -14,6 +14,8 @@ times less than with AdaGrad/Adam (``p`` = ``et_order``): ET usually wants a lar
 
 from __future__ import annotations
 
+from typing import Any
+
 from memopt.optim.baselines import Params
 from memopt.optim.engine import MemoptOptimizer
 
@@ -45,7 +47,6 @@ class ETAdaGrad(MemoptOptimizer):
             decoupled_weight_decay=False,
             eps=eps,
             et_order=et_order,
-            betas=(0.0, 1.0),
             bias_correction=False,
             maximize=maximize,
             foreach=foreach,
@@ -53,6 +54,12 @@ class ETAdaGrad(MemoptOptimizer):
             second_moment_type="extreme_tensoring",
         )
         super().__init__(params, defaults)
+
+    #: no momentum: ``betas`` stays out of ``defaults`` (``OneCycleLR(cycle_momentum=True)`` refuses it)
+    DERIVED = ("betas",)
+
+    def _derived(self, group: dict) -> dict[str, Any]:
+        return {"betas": (0.0, 1.0)}
 
 
 class ETAdam(MemoptOptimizer):

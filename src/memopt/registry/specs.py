@@ -39,7 +39,7 @@ from memopt.validation import closest_names_hint
 SplitRule = Callable[[str, nn.Parameter], bool]
 
 _SN_KEYS = ("subset_size",)
-_SM_KEYS = ("rank", "update_proj_gap", "proj_type", "proj_policy", "proj_seed")
+_SM_KEYS = ("rank", "update_proj_gap", "proj_type", "proj_policy", "proj_seed", "proj_schedule")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,12 @@ def register(spec: OptimizerSpec) -> OptimizerSpec:
     _REGISTRY[spec.name] = spec
     return spec
 
+
+#: a module attribute, so that a Lion optimizer pickles (pickle finds a class by its module and name)
+Lion = engine_preset(
+    "Lion", "Lion (Chen et al. 2023, arXiv 2302.06675): the sign of an EMA interpolation of momentum and gradient; "
+    "one buffer (memopt.estimators.lion).", momentum_type="lion", second_moment_type="none", lr=1e-4, betas=(0.9, 0.99),
+)
 
 for _spec in (
     OptimizerSpec("sgd", SGD, "SGD with optional heavy-ball/Nesterov momentum (= torch.optim.SGD).",
@@ -117,9 +123,7 @@ for _spec in (
     OptimizerSpec("adagrad_norm", AdaGradNorm,
                   "AdaGrad-Norm: one scalar step size per tensor (global_norm=True: one for the model).",
                   recommended={"lr": 1.0, "momentum": 0.9}),
-    OptimizerSpec("lion", engine_preset("Lion", "Lion (Chen et al. 2023, arXiv 2302.06675): the sign of an EMA "
-                                        "interpolation of momentum and gradient; one buffer (memopt.estimators.lion).",
-                                        momentum_type="lion", second_moment_type="none", lr=1e-4, betas=(0.9, 0.99)),
+    OptimizerSpec("lion", Lion,
                   "Lion: sign of an interpolation of momentum and gradient, one buffer (4 bytes/param).",
                   recommended={"lr": 6e-4, "weight_decay": 0.0}),
 ):  # fmt: skip
@@ -147,8 +151,11 @@ def recommended_hparams(name: str) -> dict[str, Any]:
 
 
 #: group options every optimizer of the memopt engine takes through ``build_optimizer``, besides its own:
-#: how state is stored, and ``foreach=False`` to force the per-tensor reference path
-ENGINE_GROUP_KEYS = ("state_storage", "quant_block_size", "stochastic_rounding", "foreach")
+#: how state is stored, ``foreach=False`` to force the per-tensor reference path, and where eps and decoupled
+#: weight decay enter (to reproduce the Subset-Norm authors' runs: README, "Migrating from the papers' code")
+ENGINE_GROUP_KEYS = (
+    "state_storage", "quant_block_size", "stochastic_rounding", "foreach", "eps_placement", "weight_decay_placement",
+)
 
 
 def accepted_hparams(name: str) -> list[str]:
