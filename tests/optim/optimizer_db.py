@@ -102,6 +102,18 @@ OPTIMIZER_DB: tuple[OptimizerInfo, ...] = (
     OptimizerInfo("riemannian_adam", lr=0.02, maximize=False, cycles="betas", foreach=False),
     OptimizerInfo("riemannian_amsgrad", lr=0.02, maximize=False, cycles="betas", foreach=False),
     OptimizerInfo("riemannian_adagrad", lr=0.05, maximize=False, foreach=False),
+    # the Muon recipe: hidden matrices by Muon (momentum), the rest by AdamW (betas), which schedulers cycle
+    OptimizerInfo("muon", lr=0.02, maximize=False, cycles="betas", foreach=False),
+    OptimizerInfo("galore", lr=0.02, kwargs=_SM, maximize=False, cycles="betas", foreach=False),
+    OptimizerInfo("adam_mini", lr=0.02, maximize=False, cycles="betas", foreach=False),
+    OptimizerInfo("apollo", lr=0.02, kwargs=_SM, maximize=False, cycles="betas", foreach=False),
+    OptimizerInfo("apollo_mini", lr=0.02, kwargs={"update_proj_gap": 2}, maximize=False, cycles="betas",
+                  foreach=False),
+    # PSGD's momentum is b1, a name no torch scheduler cycles; FSDP2 shards are refused (the fit needs the
+    # whole gradient)
+    OptimizerInfo("psgd_kron", lr=0.01, maximize=False, foreach=False, sharding=False),
+    OptimizerInfo("psgd_lra", lr=0.01, maximize=False, foreach=False, sharding=False),
+    OptimizerInfo("psgd_diag", lr=0.01, maximize=False, foreach=False, sharding=False),
 )  # fmt: skip
 
 ROWS: dict[str, OptimizerInfo] = {info.name: info for info in OPTIMIZER_DB}

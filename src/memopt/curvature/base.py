@@ -171,8 +171,9 @@ class PSGDBase(MemoptBase):
 
     # ------------------------------------------------------------------------------------- randomness
     def _random_normal(self, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``v ~ N(0, I)`` shaped like ``like`` (tests replace it to share draws with a reference)."""
-        return torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device)
+        """``v ~ N(0, I)`` shaped like ``like`` (tests replace it to share draws with a reference), drawn in
+        float32 whatever ``like``'s dtype, so that a float64 model sees the draws of a float32 one."""
+        return torch.randn(like.shape, generator=generator, dtype=torch.float32, device=like.device).to(like.dtype)
 
     def _balance_due(self, step: int) -> bool:
         """Whether the fit at ``step`` first rebalances the factors (probability 0.01, the same for every

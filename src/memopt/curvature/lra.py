@@ -120,7 +120,8 @@ class PSGDLRA(PSGDBase):
     ) -> None:
         U, V = state["U"], state["V"]
         for factor in (U, V):
-            factor.copy_(torch.randn(factor.shape, generator=generator, dtype=factor.dtype, device=factor.device))
+            # drawn in float32 whatever the factor's dtype (copy_ casts), as the fit's random vectors are
+            factor.copy_(torch.randn(factor.shape, generator=generator, dtype=torch.float32, device=factor.device))
             factor.mul_((U.shape[0] * (U.shape[1] + 10)) ** -0.5)
         state["d"].fill_(scale)
 
