@@ -215,7 +215,8 @@ _SUBCOMMANDS = (_add_compare, _add_train, _add_memory, _add_fit, _add_list, _add
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     """The argument parser and the function that runs each subcommand."""
     parser = argparse.ArgumentParser(
-        prog="memopt", description="Memory-efficient optimizers for PyTorch: compare, train, memory, fit, list, experiment."
+        prog="memopt",
+        description="Memory-efficient optimizers for PyTorch: compare, train, memory, fit, list, experiment.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     runners = {}

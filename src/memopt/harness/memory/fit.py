@@ -233,6 +233,7 @@ class Scored:
     tokens_per_s: float
     peak: int | None = None
     resident: int = 0
+    in_step: bool = False  # the planner's peak falls in the optimizer step (no activations alive)
 
     def key(self) -> tuple:
         """The ranking: measured before unmeasured, then the penalty in steps of the resolution, then speed."""
@@ -396,6 +397,7 @@ class Fitter:
                     extra = max(extra, plan.peak - item.screened)
                 self._corrections[family] = (floor, extra)
         item.peak = self._peaks[candidate].peak
+        item.in_step = self._peaks[candidate].at_peak["activations"] == 0
         return item.peak
 
     # ------------------------------------------------------------------ the search
@@ -488,11 +490,17 @@ def _advice(closest: Scored, result: FitResult, workload: Workload, axes: Axes) 
         f"a budget of at least {format_bytes(peak / (1 - result.margin))} "
         f"(the smallest peak found, {format_bytes(peak)}, plus the {result.margin:.0%} margin)"
     ]
+    offload = ("offloading the optimizer state to CPU memory or disk (not planned by memopt yet) or a smaller "
+               "model would")  # fmt: skip
     if closest.resident > result.usable:
         advice.append(
             f"no split of the batch can fit: parameters, gradients and optimizer state alone take "
-            f"{format_bytes(closest.resident)}; offloading the optimizer state to CPU memory or disk (not "
-            "planned by memopt yet) or a smaller model would"
+            f"{format_bytes(closest.resident)}; {offload}"
+        )
+    elif closest.in_step:
+        advice.append(
+            f"no split of the batch can fit: the optimizer step itself peaks at {format_bytes(peak)} (parameters, "
+            f"gradients, state and the step's temporaries); {offload}"
         )
     elif closest.candidate.microbatch > 1:
         advice.append(

@@ -34,11 +34,11 @@ _AXES = ("batch_size", "grad_accum", "optimizer", "dtype", "param_dtype", "activ
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``memopt fit`` beside the run flags."""
-    group = parser.add_argument_group("fit")
+    group = parser.add_argument_group("fit")  # fmt: skip
     group.add_argument("--budget", required=True, type=str, metavar="SIZE",
                        help="device memory to fit in: 24GiB (2^30 bytes), 24GB (10^9 bytes), 512MiB, ...")
     group.add_argument("--margin", type=float, default=DEFAULT_MARGIN, metavar="F",
-                       help=f"share of the budget kept free for what the planner does not see (default {DEFAULT_MARGIN})")
+                       help=f"share of the budget kept free for what the planner misses (default {DEFAULT_MARGIN})")
     group.add_argument("--top", type=int, default=3, metavar="N", help="configurations to print (default 3)")
     group.add_argument("--confirm", type=int, default=1, metavar="N",
                        help="confirm this many with the full planner; the others show the screen's peak (default 1)")
@@ -51,7 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calibrate", action="store_true",
                        help="time short steps of the real model on the device to calibrate tokens/s")
     group.add_argument("--run", action="store_true", help="start `memopt train` with the best configuration")
-    # fmt: skip
 
 
 def _device(name: str | None) -> tuple[str, str, list[str]]:
@@ -115,7 +114,8 @@ def _kept_flags(settings: dict[str, Any], opts: list[str]) -> list[str]:
         value = settings.get(option.dest)
         if option.dest in _AXES or value is None or value is False:
             continue
-        words += [option.name] if value is True else [option.name, f"{value:g}" if isinstance(value, float) else str(value)]
+        text = f"{value:g}" if isinstance(value, float) else str(value)
+        words += [option.name] if value is True else [option.name, text]
     for text in opts:
         words += ["--opt", text]
     return words
