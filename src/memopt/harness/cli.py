@@ -1,4 +1,4 @@
-"""The ``memopt`` command line: ``compare`` (the main job), ``train``, ``memory``, ``list`` and ``experiment``.
+"""The ``memopt`` command line: ``compare`` (the main job), ``train``, ``memory``, ``fit``, ``list`` and ``experiment``.
 
 Each subcommand registers itself with an ``_add_<name>`` function and runs through a ``_run_<name>``
 function; later subcommands (``bench``) plug in the same way. Bad input raises
@@ -196,6 +196,32 @@ def _add_memory(subparsers) -> Callable:
     return plan.run
 
 
+def _add_fit(subparsers) -> Callable:
+    from memopt.harness.memory import fit_command
+
+    parser = subparsers.add_parser(
+        "fit",
+        help="training configurations that fit a memory budget, ranked, with their commands",
+        description="Search optimizers and state formats, microbatch sizes, activation checkpointing and "
+        "parameter precision (sparsity if allowed) for the configurations whose planned peak fits --budget, "
+        "ranked by measured loss penalty and modelled speed; prints the `memopt train` command of each. Run "
+        "flags of `memopt train` set the model and data, and fix an axis where they name one.",
+    )
+    _add_run_arguments(parser, "train")
+    fit_command.add_arguments(parser)
+    return _run_fit
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from memopt.harness.memory import fit_command
+
+    chosen = fit_command.run(args, _settings(args, "train"))
+    if isinstance(chosen, int):
+        return chosen
+    print(f"starting: memopt train {' '.join(chosen)}", file=sys.stderr)
+    return main(["train", *chosen])
+
+
 def _add_experiment(subparsers) -> Callable:
     from memopt.harness import experiments
 
@@ -203,13 +229,14 @@ def _add_experiment(subparsers) -> Callable:
     return experiments.run
 
 
-_SUBCOMMANDS = (_add_compare, _add_train, _add_memory, _add_list, _add_experiment)
+_SUBCOMMANDS = (_add_compare, _add_train, _add_memory, _add_fit, _add_list, _add_experiment)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:
     """The argument parser and the function that runs each subcommand."""
     parser = _Parser(
-        prog="memopt", description="Memory-efficient optimizers for PyTorch: compare, train, memory, list, experiment."
+        prog="memopt",
+        description="Memory-efficient optimizers for PyTorch: compare, train, memory, fit, list, experiment.",
     )
     parser.add_argument("--version", action="version", version=f"memopt {memopt_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -8,6 +8,8 @@
 * :mod:`.workloads`: what to plan for (harness presets, ``transformers`` configs, module factories).
 * :mod:`.profile`: ``estimate`` (fake tensors) and ``measure`` (a real run).
 * :mod:`.plan`: the ``memopt memory`` command.
+* :mod:`.fit` and :mod:`.fit_command`: ``memopt fit``, the configurations that fit a memory budget, ranked by
+  the measured loss penalties of :mod:`.penalties` and the speed model of :mod:`.speed`.
 
 Only :mod:`.accounting` is imported with ``memopt``; import the others where needed.
 """
