@@ -9,12 +9,10 @@ gamma_0)``, per tensor ``v <- v (1 - b); v <- v + b x; v <- v - (b / mu) g; x <-
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 from tests.accelerated.authors_storm import authors_storm_run
-from tests.accelerated.test_storm import oracle, run_optimizer, sample_loss, samples, start
+from tests.accelerated.test_storm import assert_resume_is_bit_identical, oracle, sample_loss, samples, start
 
 from memopt.accelerated import NAGGS
 from memopt.accelerated.storm import MetaSTORM, STORMPlus
@@ -152,25 +150,12 @@ def test_unknown_conventions_are_rejected():
 
 def test_authors_conventions_resume_bit_identically_and_old_checkpoints_load_with_the_default():
     _, make = STORM_CASES["storm_plus_coordinate_ema"]
-    authors = lambda ps: make(ps, conventions="authors")
-    batches = samples(8, seed=3)
-    straight, _, _ = run_optimizer(authors, batches)
-    params = [p.clone().requires_grad_() for p in start()]
-    _, optimizer, _ = run_optimizer(authors, batches[:1], params=params)  # right after the doubled first step
-    saved = optimizer.state_dict()
+    # saved right after the doubled first step
+    saved = assert_resume_is_bit_identical(lambda ps: make(ps, conventions="authors"), samples(8, seed=3), 1)
     assert saved["param_groups"][0]["conventions"] == "authors"
-    buffer = io.BytesIO()
-    torch.save(saved, buffer)
-    buffer.seek(0)
-    new_params = [p.detach().clone().requires_grad_() for p in params]
-    new_optimizer = authors(new_params)
-    new_optimizer.load_state_dict(torch.load(buffer, weights_only=True))
-    resumed, _, _ = run_optimizer(authors, batches[1:], params=new_params, optimizer=new_optimizer)
-    for a, b in zip(resumed[-1], straight[-1]):
-        assert torch.equal(a, b)
     # a checkpoint written before the option existed has no "conventions": it loads as the default
     for group in saved["param_groups"]:
         del group["conventions"]
-    old = make([p.detach().clone().requires_grad_() for p in params])
+    old = make([p.clone().requires_grad_() for p in start()])
     old.load_state_dict(saved)
     assert old.param_groups[0]["conventions"] == "paper"
