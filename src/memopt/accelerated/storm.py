@@ -49,6 +49,29 @@ the general variant: the next minibatch, which an ``a_{t+1}`` would need, is not
 Scalar accumulators are kept per parameter tensor, as in that code; for a model with one parameter tensor
 this is exactly the norm of the algorithm.
 
+**The authors' conventions** (``conventions="authors"``; fastr-public commit ``f5dcb0f``). Their code
+departs from the recursion above in three ways, which this option reproduces (``"paper"``, the default,
+keeps the recursion as written):
+
+1. *The first step is taken twice.* Their loop (``train/train.py`` lines 107-128) calls ``step()``, which
+   moves ``x <- x - lr d / b`` with the stored ``d`` and ``b`` (``optimizers/storm_base_class.py`` line
+   97), and only then ``update_momentum_and_lr()`` with the gradient at the new point, which skips the
+   first call (lines 105 and 116-118); the second minibatch's ``step()`` therefore repeats the first move.
+   Here the first step moves twice (``x_prev`` is the point after the first move) and each later step
+   applies its new estimate at once, so our parameters after step ``t`` are theirs after step ``t + 1``'s
+   move, and from step 2 on the loss the closure returns is the one their loop logs (the loss at the new
+   point).
+2. *EMA accumulators start at the first value with full weight*: ``sum_d`` and ``sum_g`` are set to the
+   first ``||d||^2`` / ``||g||^2`` (``optimizers/fastr_n.py`` lines 32-34, ``optimizers/stormplus.py``
+   lines 21-24, ``optimizers/fastr_d.py`` line 29; ``sum_diff_g`` starts at 0, line 22), not to
+   ``(1 - beta)`` times it.
+3. *Bias correction counts calls to* ``step()``: ``1 / (1 - beta^k)`` with ``k = step_count``
+   (``storm_base_class.py`` lines 98 and 150-152), one count for every accumulator (``sum_diff_g``, one
+   term behind, included), and it multiplies the accumulator even without EMA (``fastr_d.py`` lines 49
+   and 55, ``stormplus.py`` line 42). Here: ``S / (1 - beta^t)`` at step ``t`` for every accumulator.
+
+Tested against a literal transcription of their loop, ``tests/accelerated/authors_storm.py``.
+
 **Closure API.** ``step(closure)`` is mandatory (``needs_closure = True``). The closure zeroes the
 gradients, recomputes the loss on the current minibatch at the current parameters, calls ``backward`` and
 returns the loss. Each step calls it at the current parameters, then (from the second step on) once more
@@ -79,6 +102,8 @@ Params = Iterable[torch.Tensor] | Iterable[dict]
 #: the smallest p of the general variant, (3 - sqrt 7) / 2
 P_MIN_GENERAL = (3 - math.sqrt(7)) / 2
 P_MIN_SG = 0.25
+#: ``"paper"``: the recursion as written (default); ``"authors"``: the conventions of timmytonga/fastr-public
+CONVENTIONS = ("paper", "authors")
 
 
 def _square(v: torch.Tensor, per_coordinate: bool, spec: sharding.ShardSpec) -> torch.Tensor:
@@ -93,11 +118,15 @@ class _RecursiveMomentum(AcceleratedBase):
     #: "meta_storm" or "storm_plus"
     rule: ClassVar[str]
 
+    def _complete_group(self, group: dict) -> None:
+        group.setdefault("conventions", "paper")  # checkpoints saved before the option existed
+
     def _check_hyperparameters(self, group: dict) -> None:
         check_non_negative("lr", group["lr"])
         check_positive("a0", group["a0"])
         check_positive("b0", group["b0"])
         check_non_negative("weight_decay", group["weight_decay"])
+        check_choice("conventions", group["conventions"], CONVENTIONS)
         if isinstance(group["betas"], list):
             group["betas"] = tuple(group["betas"])
         check_betas(group["betas"], allow_beta2_one=False)
@@ -163,8 +192,23 @@ class _RecursiveMomentum(AcceleratedBase):
 
     @staticmethod
     def _accumulate(ps: ParamStep, key: str, value: torch.Tensor, beta: float, count: int, group: dict):
-        """Add ``value`` to the sum (or EMA) ``key``; return the (bias-corrected) accumulator."""
+        """Add ``value`` to the sum (or EMA) ``key``; return the (bias-corrected) accumulator.
+
+        With ``conventions="authors"`` the first step sets the accumulator to ``value`` (full weight, no
+        correction), and the bias correction ``1 / (1 - beta^t)`` counts the step ``t`` (``ps.step``) for
+        every accumulator and applies to plain sums too."""
         acc = ps.load(key, value.dtype)
+        if group["conventions"] == "authors":
+            t = ps.step
+            if t == 1:
+                ps.store(key, value)
+                return value
+            if group["ema"]:
+                acc.mul_(beta).add_(value, alpha=1 - beta)
+            else:
+                acc.add_(value)
+            ps.store(key, acc)
+            return acc / (1 - beta**t) if group["bias_correction"] else acc
         if group["ema"]:
             acc.mul_(beta).add_(value, alpha=1 - beta)
             ps.store(key, acc)
@@ -218,6 +262,8 @@ class _RecursiveMomentum(AcceleratedBase):
             p = group["p"]
             sum_b = self._accumulate(ps, "sum_b", _square(d, per_coordinate, spec), beta_b, t, group)
             b = (group["b0"] + sum_b).pow(p) / a.pow((1 - p) / 2)
+        if t == 1 and group["conventions"] == "authors":  # their first step is taken twice
+            work.add_(d / b, alpha=-group["lr"])
         ps.store("x_prev", work)
         work.add_(d / b, alpha=-group["lr"])
         ps.write_back()
@@ -241,6 +287,9 @@ class MetaSTORM(_RecursiveMomentum):
         bias_correction: divide the EMAs by ``1 - beta^n`` (Adam-style).
         weight_decay: L2 penalty added to both gradients of a step (coupled, so the STORM correction still
             telescopes on the penalised objective).
+        conventions: ``"paper"`` (the recursion as written) or ``"authors"`` (the first step taken twice,
+            full-weight first accumulator values, bias correction counted by steps for every accumulator:
+            the authors' fastr-public code; see the module docstring).
         state_storage: how the states shaped like the parameter (``d``, ``x_prev``, ``g_prev`` and the
             per-coordinate accumulators) are held: ``"default"`` (the compute dtype), ``"float32"``,
             ``"bfloat16"``, ``"8bit"`` or ``"4bit"``.
@@ -266,6 +315,7 @@ class MetaSTORM(_RecursiveMomentum):
         betas: tuple[float, float] = (0.99, 0.99),
         bias_correction: bool = False,
         weight_decay: float = 0.0,
+        conventions: str = "paper",
         state_storage: str = DEFAULT_STORAGE,
         quant_block_size: int = DEFAULT_BLOCK,
         stochastic_rounding: bool = False,
@@ -281,6 +331,7 @@ class MetaSTORM(_RecursiveMomentum):
             betas=betas,
             bias_correction=bias_correction,
             weight_decay=weight_decay,
+            conventions=conventions,
             **storage_options(state_storage, quant_block_size, stochastic_rounding),
         )
         super().__init__(params, defaults)
@@ -303,7 +354,8 @@ class STORMPlus(_RecursiveMomentum):
 
     ``a_{t+1} = (1 + sum ||g_i||^2 / a0)^(-2/3)``, ``b_t = (b0 + sum ||d_i||^2 / a_{i+1})^(1/3)``,
     ``x_{t+1} = x_t - lr d_t / b_t``; the options ``per_coordinate``, ``ema``, ``betas``,
-    ``bias_correction``, ``weight_decay`` and the storage options are those of :class:`MetaSTORM`.
+    ``bias_correction``, ``weight_decay``, ``conventions`` and the storage options are those of
+    :class:`MetaSTORM`.
     ``step(closure)`` requires a closure.
     """
 
@@ -321,6 +373,7 @@ class STORMPlus(_RecursiveMomentum):
         betas: tuple[float, float] = (0.99, 0.99),
         bias_correction: bool = False,
         weight_decay: float = 0.0,
+        conventions: str = "paper",
         state_storage: str = DEFAULT_STORAGE,
         quant_block_size: int = DEFAULT_BLOCK,
         stochastic_rounding: bool = False,
@@ -334,6 +387,7 @@ class STORMPlus(_RecursiveMomentum):
             betas=betas,
             bias_correction=bias_correction,
             weight_decay=weight_decay,
+            conventions=conventions,
             **storage_options(state_storage, quant_block_size, stochastic_rounding),
         )
         super().__init__(params, defaults)
