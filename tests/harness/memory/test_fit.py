@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from memopt.harness.memory import penalties
-from memopt.harness.memory.fit import OPTIMIZERS, Axes, Fitter, parse_budget
+from memopt.harness.memory.fit import FIT_PRECISIONS, OPTIMIZERS, Axes, Fitter, parse_budget
 from memopt.harness.memory.profile import estimate, measure
 from memopt.harness.memory.techniques import Techniques
 from memopt.harness.memory.workloads import preset_workload
@@ -148,3 +148,65 @@ def test_the_printed_command_trains(tmp_path, capsys):
     assert printed and "--grad-accum" in printed[0]
     assert main(printed[0][1:]) == 0  # the first printed command, as printed
     assert (tmp_path / "run" / "result.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ offload
+
+
+def test_offload_is_searched_only_where_memopt_train_takes_it():
+    axes = Axes(choices=("adamw", "adafactor"), precisions=FIT_PRECISIONS, offload=("none", "cpu", "disk"))
+    found = axes.candidates(2)
+    offloaded = {(c.choice, c.precision, c.offload) for c in found if c.offload != "none"}
+    assert offloaded == {("adamw", p, t) for p in ("fp32", "bf16-autocast", "bf16-master") for t in ("cpu", "disk")}
+    assert {c.choice for c in found if c.offload == "none"} == {"adamw", "adafactor"}  # not engine: never offloaded
+    with pytest.raises(ConfigError, match="no configuration searched can be offloaded"):
+        Axes(choices=("adafactor",), offload=("disk",)).candidates(2)
+    with pytest.raises(ConfigError, match="--offload cpu with --device cpu"):
+        Fitter(preset_workload("tiny", 32, 256), 2, Axes(choices=("adamw",), precisions=("fp32",), offload=("cpu",)))
+
+
+def test_offload_on_a_gpu_moves_state_and_masters_off_the_device_and_costs_link_and_disk_time():
+    """Planned for CUDA (CPU tensors of the same shapes): the offloaded peak is the plain one less the state and
+    masters; host RAM holds them (cpu tier) or the window (disk), the disk holds them; the speed model charges
+    2 x parameter bytes over the link, and the disk tier 2 x offloaded bytes more."""
+    from memopt.harness.memory.speed import DISK_BANDWIDTH, LINK_BANDWIDTH, NOMINAL
+
+    workload = preset_workload("tiny", 32, 256)
+    axes = Axes(choices=("adamw",), precisions=("fp32",), checkpointing=(False,), microbatches=(1,),
+                offload=("none", "cpu", "disk"))  # fmt: skip
+    fitter = Fitter(workload, 2, axes, device="cuda")
+    items = {s.candidate.offload: s for s in fitter.scored}
+    params = sum(p.numel() for p in workload.build().parameters())
+    state, master = 8 * params, 4 * params  # AdamW's two fp32 moments; the fp32 master a CUDA parameter gets
+    # the device keeps no master without offload; its state template also counts a few bytes of step counters
+    assert 0 <= items["none"].resident - items["cpu"].resident - state <= 256
+    assert items["cpu"].host_ram == state + master and items["cpu"].disk == 0
+    assert items["disk"].disk == state + master and 0 < items["disk"].host_ram < state + master
+    seconds = {k: fitter.batch * fitter.speed.tokens_per_sample / v.tokens_per_s for k, v in items.items()}
+    update = items["none"].resident
+    link = 2 * 4 * params / LINK_BANDWIDTH
+    host_update = 2 * update / NOMINAL["cpu"]["bandwidth"]  # the update runs on the host
+    expected_cpu = seconds["none"] - 2 * update / NOMINAL["cuda"]["bandwidth"] + host_update
+    assert seconds["cpu"] == pytest.approx(expected_cpu + link)
+    assert seconds["disk"] == pytest.approx(seconds["cpu"] + 2 * (state + master) / DISK_BANDWIDTH)
+
+
+def test_a_budget_only_offload_meets_chooses_it_and_its_command_trains(tmp_path, capsys):
+    """On the CPU device the disk tier keeps a window of three parameters' state in memory: at 2.6 MiB nothing
+    fits without it (the smallest plain peak is 2.8 MiB), and the offloaded configuration's command trains."""
+    from memopt.harness.cli import main
+
+    argv = ["fit", "--preset", "tiny", "--seq-len", "32", "--batch-size", "8", "--vocab-size", "512", "--device",
+            "cpu", "--optimizers", "adamw", "--param-dtype", "fp32", "--budget", "2.6MiB", "--data",
+            "builtin:python-reference",
+            "--cache-dir", str(tmp_path / "cache"), "--max-steps", "2", "--eval-batches", "1",
+            "--out", str(tmp_path / "run"), "--quiet"]  # fmt: skip
+    assert main([*argv, "--offload", "none"]) == 1
+    assert "nothing fits." in capsys.readouterr().out
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "offload to disk: host RAM 0.0 MiB, disk 1.3 MiB" in out
+    printed = [line.split() for line in out.splitlines() if line.startswith("    memopt train")]
+    assert printed[0][-2:] == ["--offload", "disk"] and "adamw" in printed[0]
+    assert main(printed[0][1:]) == 0
+    assert (tmp_path / "run" / "result.json").exists() and any((tmp_path / "run" / "optimizer-state").iterdir())

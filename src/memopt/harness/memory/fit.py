@@ -6,16 +6,23 @@ The search, for a model, a global batch (sequences per optimizer step) and a dev
    format (:data:`OPTIMIZERS`), the parameter precision (fp32, bf16 autocast, bf16 with stochastic
    rounding, bf16 with an fp32 master copy), activation checkpointing, the microbatch size (every divisor of
    the global batch; gradient accumulation keeps the global batch), and sparsity only when levels are
-   allowed. An axis the user fixed (``--optimizer``, ``--param-dtype``, ...) has that one value. Offload of
-   state to CPU memory or disk is one more axis of :class:`Axes` (``offload``), left at "none": memopt's
-   planner does not account for offload yet.
+   allowed, and where the optimizer state lives (``offload``: "none", "cpu" memory or "disk";
+   :mod:`memopt.offload`). An axis the user fixed (``--optimizer``, ``--param-dtype``, ``--offload``, ...)
+   has that one value. An offloaded configuration needs an engine optimizer
+   (:func:`memopt.offload.engine_optimizers`) and parameters in fp32 (or bf16 autocast) or bf16 with a
+   master (``memopt train --offload`` refuses bf16 and bf16-sr), and no sparsity (the offload accounting
+   does not see pruned storage); other combinations are not enumerated. On a CPU device the host memory is
+   the device memory: offload to "cpu" saves nothing and is not searched (a :class:`Fitter` on ``cpu``
+   refuses it), and the budget is the process's memory of tensors, which the disk tier lowers to its window.
 2. **Screen** every configuration with a decomposition of the planner's figures (:meth:`Fitter.screened`):
    parameters, master weights, gradients and the optimizer state (its template: ``template_bytes``) come
    from the meta device, nothing allocated; one planner estimate of one sample per precision, checkpointing
    and sparsity class (plain SGD, no state) gives a sample's largest activations and temporaries, which
    scale with the microbatch. The screened peak is the larger of the resident tensors (parameters, masters,
    gradients, state) and the resident tensors less the gradients (one microbatch) or with them (several)
-   plus a microbatch's activations and temporaries. A configuration whose screened peak exceeds the usable
+   plus a microbatch's activations and temporaries. An offloaded configuration's resident tensors leave out
+   the state and masters (:mod:`.offload`: they are on the host, or on disk less the window that a CPU
+   device holds). A configuration whose screened peak exceeds the usable
    budget (the budget less the safety margin) is dropped; when a confirmation (step 4) finds a larger peak
    than the screen, the difference (or, for a peak inside the optimizer step, the peak itself as a floor)
    is added to the screen of every configuration with the same optimizer, precision and sparsity.
@@ -27,7 +34,8 @@ The search, for a model, a global batch (sequences per optimizer step) and a dev
    peak exceeds the usable budget is dropped. A run of ``m >= 2`` microbatches of ``u`` samples is
    estimated as 2 microbatches of ``u``: every microbatch after the first holds the same tensors (the
    accumulated gradients and one microbatch's activations), so the peak is the same and the estimate costs
-   two forward passes instead of ``m``.
+   two forward passes instead of ``m``. An offloaded configuration is estimated without offload and its
+   device peak, host RAM and disk bytes come from :func:`memopt.harness.memory.offload.plan_offload`.
 
 The fixed order (quality, then speed) makes the choice monotone in the budget: the first configuration
 that fits a tighter budget also fits a looser one, so a looser budget never chooses a configuration whose
@@ -50,6 +58,7 @@ from typing import Any
 import torch
 
 from memopt.harness.memory import penalties
+from memopt.harness.memory.offload import WINDOW, parameter_state_bytes, plan_offload
 from memopt.harness.memory.penalties import Penalty
 from memopt.harness.memory.profile import build_optimizer, estimate, prepare_model
 from memopt.harness.memory.speed import SpeedModel
@@ -58,6 +67,7 @@ from memopt.harness.memory.workloads import Workload
 from memopt.harness.train import optimizers as opt_lib
 from memopt.harness.train.choices import closest
 from memopt.harness.train.errors import ConfigError
+from memopt.offload import engine_optimizers
 from memopt.state.accounting import template_bytes
 
 #: ``memopt fit``'s optimizer choices: name -> (registry name, hyperparameters that make the state format)
@@ -73,6 +83,10 @@ OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
 #: the precisions searched (``Techniques.precision``); bf16 rounded to nearest is left out (it stalls small
 #: updates), and autocast is on fp32 parameters
 FIT_PRECISIONS = ("fp32", "bf16-autocast", "bf16-sr", "bf16-master")
+#: where the optimizer state lives (``memopt train --offload``)
+OFFLOAD_TIERS = ("none", "cpu", "disk")
+#: the precisions ``memopt train --offload`` accepts (it keeps an fp32 master of bf16 parameters itself)
+OFFLOAD_PRECISIONS = ("fp32", "bf16-autocast", "bf16-master")
 #: the default safety margin: the planner's peaks were within 3% of measured ones on CPU (docs/memory.md),
 #: and it does not see allocator fragmentation or library workspaces
 DEFAULT_MARGIN = 0.10
@@ -118,7 +132,7 @@ class Candidate:
         microbatch: samples per microbatch (``memopt train --batch-size``).
         microbatches: microbatches per optimizer step (``--grad-accum``).
         sparsity: fraction of the linear weights pruned.
-        offload: where optimizer state lives off the device; always None (not planned yet).
+        offload: where the optimizer state (and masters) live: an :data:`OFFLOAD_TIERS` value.
     """
 
     choice: str
@@ -127,7 +141,7 @@ class Candidate:
     microbatch: int
     microbatches: int
     sparsity: float = 0.0
-    offload: str | None = None
+    offload: str = "none"
 
     def techniques(self, microbatches: int | None = None) -> Techniques:
         return Techniques(
@@ -160,6 +174,8 @@ class Candidate:
             parts.append("ckpt")
         if self.sparsity:
             parts.append(f"sparsity {self.sparsity:g}")
+        if self.offload != "none":
+            parts.append(f"offload {self.offload}")
         return " ".join(parts)
 
     def train_flags(self) -> list[str]:
@@ -181,7 +197,14 @@ class Candidate:
             flags.append("--activation-checkpointing")
         if self.sparsity:
             flags += ["--sparsity", f"{self.sparsity:g}"]
+        if self.offload != "none":
+            flags += ["--offload", self.offload]
         return flags
+
+    def offloadable(self) -> bool:
+        """Whether ``memopt train --offload`` takes this configuration (see the module docstring)."""
+        return (self.optimizer in engine_optimizers() and self.precision in OFFLOAD_PRECISIONS
+                and not self.sparsity)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -193,7 +216,7 @@ class Axes:
     checkpointing: tuple[bool, ...] = (False, True)
     microbatches: tuple[int, ...] | None = None  # None: every divisor of the global batch
     sparsities: tuple[float, ...] = (0.0,)
-    offload: tuple[str | None, ...] = (None,)
+    offload: tuple[str, ...] = ("none",)
 
     def validate(self) -> None:
         for choice in self.choices:
@@ -207,8 +230,9 @@ class Axes:
                 raise ConfigError(f"--param-dtype {precision!r}: memopt fit searches {', '.join(FIT_PRECISIONS)}.")
         for sparsity in self.sparsities:
             Techniques(sparsity=sparsity).validate()
-        if self.offload != (None,):
-            raise ConfigError("offload: the planner does not account for offloaded state yet; leave it out.")
+        for tier in self.offload:
+            if tier not in OFFLOAD_TIERS:
+                raise ConfigError(f"--offload {tier!r}: choose from {', '.join(OFFLOAD_TIERS)}.")
 
     def candidates(self, batch: int) -> list[Candidate]:
         """Every configuration for a global batch of ``batch`` samples."""
@@ -219,7 +243,15 @@ class Axes:
         ):
             if batch % count:
                 raise ConfigError(f"--grad-accum {count}: does not divide the global batch of {batch} samples.")
-            found.append(Candidate(choice, precision, ckpt, batch // count, count, sparsity, offload))
+            candidate = Candidate(choice, precision, ckpt, batch // count, count, sparsity, offload)
+            if offload == "none" or candidate.offloadable():
+                found.append(candidate)
+        if not found:
+            raise ConfigError(
+                f"--offload {'/'.join(self.offload)}: no configuration searched can be offloaded; offload takes the "
+                f"engine optimizers ({', '.join(c for c in OPTIMIZERS if OPTIMIZERS[c][0] in engine_optimizers())}), "
+                f"--param-dtype {' or '.join(p for p in OFFLOAD_PRECISIONS if p != 'bf16-autocast')} and no sparsity."
+            )
         return found
 
 
@@ -234,6 +266,8 @@ class Scored:
     peak: int | None = None
     resident: int = 0
     in_step: bool = False  # the planner's peak falls in the optimizer step (no activations alive)
+    host_ram: int = 0  # offloaded: host memory beyond the device's (0 on a CPU device: it is the device)
+    disk: int = 0  # offloaded to disk: bytes of files
 
     def key(self) -> tuple:
         """The ranking: measured before unmeasured, then the penalty in steps of the resolution, then speed."""
@@ -298,13 +332,19 @@ class Fitter:
         self.axes = axes or Axes()
         self.axes.validate()
         self.workload, self.batch, self.device = workload, batch, device
+        if device.startswith("cpu") and "cpu" in self.axes.offload:
+            raise ConfigError(
+                "--offload cpu with --device cpu: the host memory is the device's, so offloading to it saves "
+                "nothing; use --offload disk (or none)."
+            )
         self.hidden = workload.info.get("hidden_size")
         self.num_params = count_parameters(workload)
         self.speed = speed or SpeedModel.nominal(workload, self.num_params, device)
         self.estimates = 0
         self._models: dict[tuple, _Model] = {}
         self._classes: dict[tuple, _Class] = {}
-        self._peaks: dict[Candidate, Any] = {}
+        self._peaks: dict[Candidate, tuple[int, bool, int, int]] = {}  # peak, in the step, host RAM, disk
+        self._sizes: dict[tuple, list[int]] = {}
         self._corrections: dict[tuple, tuple[int, int]] = {}  # family -> (floor, extra)
         self.scored = [self._score(c) for c in self.axes.candidates(batch)]
         self.scored.sort(key=Scored.key)
@@ -352,14 +392,33 @@ class Fitter:
             self._classes[key] = _Class(plan["activations"] + plan["temporaries"])
         return self._classes[key]
 
+    def _state_sizes(self, candidate: Candidate) -> list[int]:
+        """Each parameter's offloaded bytes (state and the master the offloaded optimizer keeps)."""
+        key = (candidate.choice, candidate.precision)
+        if key not in self._sizes:
+            hparams = opt_lib.resolve_hparams(candidate.optimizer, candidate.hparams(), None, self.hidden)
+            self._sizes[key] = parameter_state_bytes(
+                self.workload, candidate.techniques(1), candidate.optimizer, hparams, self.device
+            )
+        return self._sizes[key]
+
     def _score(self, candidate: Candidate) -> Scored:
         model = self._model(candidate)
-        resident = model.fixed + model.master + model.states[candidate.choice] + model.gradients
+        update = model.fixed + model.master + model.states[candidate.choice] + model.gradients
+        resident, host, disk, moved = update, 0, 0, 0
+        if candidate.offload != "none":  # the state and masters leave the device (module docstring of .offload)
+            sizes = self._state_sizes(candidate)
+            moved = sum(sizes)
+            window = min(sum(sorted(sizes, reverse=True)[:WINDOW]), moved)
+            on_host = self.device.startswith("cpu")
+            resident = model.fixed + model.gradients + (window if on_host else 0)
+            host = 0 if on_host else moved if candidate.offload == "cpu" else window
+            disk = moved if candidate.offload == "disk" else 0
         tokens = self.speed.tokens_per_second(
             candidate.choice, candidate.precision, candidate.checkpointing, candidate.microbatch,
-            candidate.microbatches, resident,
+            candidate.microbatches, update, candidate.offload, moved, model.gradients,
         )  # fmt: skip
-        return Scored(candidate, resident, candidate.penalty(), tokens, resident=resident)
+        return Scored(candidate, resident, candidate.penalty(), tokens, resident=resident, host_ram=host, disk=disk)
 
     def rescore(self) -> None:
         """Recompute every configuration's tokens/s (after the speed model changed) and re-rank."""
@@ -387,17 +446,20 @@ class Fitter:
                 techniques=candidate.techniques(count), device=self.device,
             )  # fmt: skip
             self.estimates += 1
-            self._peaks[candidate] = plan
-            if plan.peak > item.screened:  # learn what the screen missed for this optimizer and precision
+            peak, in_step, host, disk = plan.peak, plan.at_peak["activations"] == 0, 0, 0
+            if candidate.offload != "none":
+                offloaded = plan_offload(plan, candidate.offload, self._state_sizes(candidate))
+                peak, host, disk = offloaded.device_peak, offloaded.host_ram, offloaded.disk
+            self._peaks[candidate] = (peak, in_step, host, disk)
+            if peak > item.screened:  # learn what the screen missed for this optimizer and precision
                 family = _family(candidate)
                 floor, extra = self._corrections.get(family, (0, 0))
-                if plan.at_peak["activations"] == 0:  # the peak is in the optimizer step: a floor
-                    floor = max(floor, plan.peak)
+                if in_step:  # the peak is in the optimizer step: a floor
+                    floor = max(floor, peak)
                 else:
-                    extra = max(extra, plan.peak - item.screened)
+                    extra = max(extra, peak - item.screened)
                 self._corrections[family] = (floor, extra)
-        item.peak = self._peaks[candidate].peak
-        item.in_step = self._peaks[candidate].at_peak["activations"] == 0
+        item.peak, item.in_step, item.host_ram, item.disk = self._peaks[candidate]
         return item.peak
 
     # ------------------------------------------------------------------ the search
@@ -445,7 +507,7 @@ class Fitter:
 
 
 def _family(candidate: Candidate) -> tuple:
-    return (candidate.choice, candidate.precision, candidate.sparsity)
+    return (candidate.choice, candidate.precision, candidate.sparsity, candidate.offload)
 
 
 def fit(
@@ -490,8 +552,13 @@ def _advice(closest: Scored, result: FitResult, workload: Workload, axes: Axes) 
         f"a budget of at least {format_bytes(peak / (1 - result.margin))} "
         f"(the smallest peak found, {format_bytes(peak)}, plus the {result.margin:.0%} margin)"
     ]
-    offload = ("offloading the optimizer state to CPU memory or disk (not planned by memopt yet) or a smaller "
-               "model would")  # fmt: skip
+    if closest.candidate.offload != "none":
+        offload = f"the state is offloaded to {closest.candidate.offload} already: a smaller model would"
+    elif len(axes.offload) > 1 or not closest.candidate.offloadable():
+        offload = ("a smaller model would (offloading needs an engine optimizer and --param-dtype fp32 or "
+                   "bf16-master)")  # fmt: skip
+    else:
+        offload = "offloading the optimizer state (--offload cpu or disk) or a smaller model would"
     if closest.resident > result.usable:
         advice.append(
             f"no split of the batch can fit: parameters, gradients and optimizer state alone take "
@@ -556,6 +623,8 @@ def format_result(result: FitResult, command: list[str], top: int) -> str:
         lines.append(f"{'#':>2}  {'configuration':<42}{'peak':>13}{'':<7}  {'loss penalty (nats)':<22}{'tokens/s':>10}")
         for rank, item in enumerate(shown, 1):
             lines.append(_row(rank, item))
+            if item.candidate.offload != "none":
+                lines.append(f"    {_offload_line(item)}")
             lines.append("    " + shlex.join([*command, *item.candidate.train_flags()]))
         lines.append(
             f"tokens/s: {speed_kind}; peak: the planner's estimate (fake tensors, two steps), or where marked "
@@ -570,11 +639,18 @@ def format_result(result: FitResult, command: list[str], top: int) -> str:
         lines.append("nothing fits.")
         if closest is not None:
             lines.append(f"closest: {closest.candidate.label()}, peak {format_bytes(closest.peak or 0)} (planner)")
+            if closest.candidate.offload != "none":
+                lines.append(f"    {_offload_line(closest)}")
             lines.append("    " + shlex.join([*command, *closest.candidate.train_flags()]))
         lines.append("what would make one fit:")
         lines.extend(f"  - {text}" for text in result.advice)
     lines.extend(f"note: {text}" for text in result.notes)
     return "\n".join(lines)
+
+
+def _offload_line(item: Scored) -> str:
+    return (f"offload to {item.candidate.offload}: host RAM {format_bytes(item.host_ram)}, disk "
+            f"{format_bytes(item.disk)} (device peak above)")  # fmt: skip
 
 
 def _row(rank: int, item: Scored) -> str:

@@ -3,7 +3,9 @@ budget and the search's own flags; it prints the configurations that fit and the
 
 A run flag that is also an axis of the search fixes that axis: ``--optimizer`` (one of
 :data:`memopt.harness.memory.fit.OPTIMIZERS`), ``--param-dtype``, ``--dtype``, ``--activation-checkpointing``,
-``--grad-accum`` (the split of the batch) and ``--sparsity``. The global batch is ``--batch-size`` x
+``--grad-accum`` (the split of the batch), ``--sparsity`` and ``--offload`` (``--offload-path`` fixes it to
+``disk``). Not fixed, offload is searched over none, cpu and disk on CUDA, none and disk on a CPU device
+(where host memory is the device's; see :mod:`memopt.harness.memory.fit`). The global batch is ``--batch-size`` x
 ``--grad-accum`` (the preset's recipe where not given), and every configuration keeps it. The other run flags
 (``--preset``, ``--seq-len``, ``--data``, ``--max-steps``, ...) are repeated in each printed command.
 """
@@ -29,7 +31,7 @@ from memopt.harness.train.errors import ConfigError
 
 #: run settings that are axes of the search (filled in by each configuration's flags)
 _AXES = ("batch_size", "grad_accum", "optimizer", "dtype", "param_dtype", "activation_checkpointing", "sparsity",
-         "device")  # fmt: skip
+         "device", "offload")  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,8 +97,14 @@ def _axes(args: argparse.Namespace, settings: dict[str, Any], plan_device: str) 
             raise ConfigError(f"--sparsity-levels {args.sparsity_levels!r}: give fractions, e.g. 0.5,0.9.") from exc
     if settings.get("sparsity") is not None:
         levels = (settings["sparsity"],)
+    offload = ("none", "disk") if plan_device.startswith("cpu") else ("none", "cpu", "disk")
+    if settings.get("offload_path"):
+        offload = ("disk",)
+    if settings.get("offload"):
+        offload = (settings["offload"],)
     return Axes(
         choices=axes.choices,
+        offload=offload,
         precisions=precisions,
         checkpointing=(True,) if settings.get("activation_checkpointing") else (False, True),
         microbatches=(settings["grad_accum"],) if settings.get("grad_accum") else None,

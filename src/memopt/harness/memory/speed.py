@@ -11,6 +11,11 @@ The model of one optimizer step of ``m`` microbatches of ``u`` sequences:
   two forwards, so training costs three, and activation checkpointing adds a fourth (the recomputation).
 * ``overhead`` is a microbatch's fixed cost (kernel launches, Python), which makes small microbatches slow.
 * ``optimizer_time`` is the update's cost, paid once per step whatever the split.
+* An offloaded step (:mod:`memopt.offload`) updates on the host, so its update costs the nominal model at the
+  host's bandwidth (:data:`NOMINAL` ``"cpu"``) instead of the device's, plus, on a GPU, the gradients going to
+  the host and the parameters coming back over the host link (``2 * parameter bytes / link``), plus, on the
+  disk tier, the state and masters read and written once (``2 * offloaded bytes / disk``). No overlap with
+  the backward pass is credited (the hooks do overlap it): an upper bound of the cost.
 
 Uncalibrated, the model uses nominal figures (:data:`NOMINAL`): an effective rate, a fixed overhead, and an
 optimizer update that moves its parameters, gradients and state through memory at a nominal bandwidth, the
@@ -35,6 +40,9 @@ NOMINAL = {
     "cuda": {"rate": 1e14, "overhead": 3e-3, "bandwidth": 1e12},
     "cpu": {"rate": 5e10, "overhead": 2e-2, "bandwidth": 1e10},
 }
+#: nominal host link (B/s: PCIe 4.0 x16 in practice) and disk bandwidth (B/s: a modest NVMe SSD) of offload
+LINK_BANDWIDTH = 2e10
+DISK_BANDWIDTH = 1e9
 
 
 def forward_flops(workload: Workload, num_params: int) -> float:
@@ -60,6 +68,7 @@ class SpeedModel:
         optimizer_time: seconds of an update per optimizer choice (the key ``"*"`` for the nominal
             bandwidth model).
         bandwidth: bytes/s of the nominal optimizer model.
+        on_host: whether the device is the host (offload to "cpu" crosses no link).
         calibrated: whether timed steps set the constants.
     """
 
@@ -71,6 +80,7 @@ class SpeedModel:
     optimizer_time: dict[str, float] = field(default_factory=dict)
     bandwidth: float = 1e10
     calibrated: bool = False
+    on_host: bool = True  # the device is the host (a CPU run): offload crosses no link
 
     @classmethod
     def nominal(cls, workload: Workload, num_params: int, device: str) -> SpeedModel:
@@ -82,24 +92,36 @@ class SpeedModel:
             {"*": figures["rate"]},
             figures["overhead"],
             bandwidth=figures["bandwidth"],
+            on_host=not device.startswith("cuda"),
         )
 
     def step_seconds(self, choice: str, precision: str, checkpointing: bool, microbatch: int, microbatches: int,
-                     update_bytes: int) -> float:  # fmt: skip
+                     update_bytes: int, offload: str = "none", offloaded_bytes: int = 0,
+                     param_bytes: int = 0) -> float:  # fmt: skip
         """Seconds of one optimizer step; ``update_bytes`` (parameters, gradients and state) feeds the
-        nominal optimizer model when ``choice`` was not timed."""
+        nominal optimizer model when ``choice`` was not timed. ``offload`` (``"cpu"``/``"disk"``): the state
+        and masters (``offloaded_bytes``) live off the device and ``param_bytes`` cross the host link."""
         rate = self.rate.get(precision, self.rate["*"])
         passes = 3.0 + (self.recompute if checkpointing else 0.0)
         compute = microbatches * (self.overhead + microbatch * self.seq_flops * passes / rate)
+        if offload != "none":
+            update = 2 * update_bytes / NOMINAL["cpu"]["bandwidth"]
+            if not self.on_host:
+                update += 2 * param_bytes / LINK_BANDWIDTH
+            if offload == "disk":
+                update += 2 * offloaded_bytes / DISK_BANDWIDTH
+            return compute + update
         update = self.optimizer_time.get(choice)
         if update is None:
             update = 2 * update_bytes / self.bandwidth
         return compute + update
 
     def tokens_per_second(self, choice: str, precision: str, checkpointing: bool, microbatch: int,
-                          microbatches: int, update_bytes: int) -> float:  # fmt: skip
+                          microbatches: int, update_bytes: int, offload: str = "none", offloaded_bytes: int = 0,
+                          param_bytes: int = 0) -> float:  # fmt: skip
         """Tokens (samples for other models) per second of the configuration."""
-        seconds = self.step_seconds(choice, precision, checkpointing, microbatch, microbatches, update_bytes)
+        seconds = self.step_seconds(choice, precision, checkpointing, microbatch, microbatches, update_bytes,
+                                    offload, offloaded_bytes, param_bytes)  # fmt: skip
         return microbatch * microbatches * self.tokens_per_sample / seconds
 
 
