@@ -9,10 +9,12 @@ from torch import nn
 
 import memopt
 
-#: every registry optimizer, and those stepped only as ``step(closure)``
+#: every registry optimizer, and those stepped only as ``step(closure)`` at their registry settings (a class
+#: attribute ``needs_closure = True``; PSGD's is a property that is True only for its Newton variant, which the
+#: registry does not select)
 ALL = sorted(memopt.list_optimizers())
 CLOSURE = sorted(
-    name for name in ALL if getattr(memopt.registry.specs.get_spec(name).cls, "needs_closure", False)
+    name for name in ALL if getattr(memopt.registry.specs.get_spec(name).cls, "needs_closure", False) is True
 )  # fmt: skip
 #: one of each kind of state: projector (Subspace-Momentum), 8-bit codes, plain Adam, a closure method
 REPRESENTATIVE = ["adamw", "adamw_snsm", "adamw8bit", "meta_storm"]
