@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from tests.integrations.trainer_setup import CLOSURE, REPRESENTATIVE, batch, build, parameters, tiny_mlp
+from tests.integrations.trainer_setup import ALL, CLOSURE, batch, build, parameters, tiny_mlp
 from torch.nn.functional import mse_loss
 from torch.optim.lr_scheduler import StepLR
 from torch.utils.data import DataLoader, TensorDataset
@@ -50,7 +50,7 @@ def _fit(module: Regression, steps: int, ckpt_path=None, checkpoints=None) -> L.
     return trainer
 
 
-@pytest.mark.parametrize("name", REPRESENTATIVE)
+@pytest.mark.parametrize("name", ALL)
 def test_checkpoint_and_resume_continue_exactly(tmp_path, name):
     straight = Regression(name)
     _fit(straight, 2 * BATCHES_PER_EPOCH, checkpoints=tmp_path)

@@ -16,8 +16,6 @@ ALL = sorted(memopt.list_optimizers())
 CLOSURE = sorted(
     name for name in ALL if getattr(memopt.registry.specs.get_spec(name).cls, "needs_closure", False) is True
 )  # fmt: skip
-#: one of each kind of state: projector (Subspace-Momentum), 8-bit codes, plain Adam, a closure method
-REPRESENTATIVE = ["adamw", "adamw_snsm", "adamw8bit", "meta_storm"]
 
 
 def tiny_mlp(seed: int = 0) -> nn.Module:
