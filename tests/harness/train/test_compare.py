@@ -108,7 +108,8 @@ def test_rows_get_a_second_verdict_against_adamw_with_the_presets_groups(compari
     assert rows["adamw_sn"]["verdict_vs_groups_p"] == expected.p_value
     assert rows["adamw_sn"]["verdict_vs_groups_label"] == expected.label
     assert "verdict_vs_groups" not in rows["adamw"] and "verdict_vs_groups" not in rows["adamw_groups"]
-    assert f"verdict against adamw_groups (the same test): adamw_sn {expected.label}" in summary["notes"]
+    assert rows["adamw_sn"]["verdict_vs_groups"] == expected.text
+    assert f"verdict against adamw_groups (the same test): adamw_sn {expected.text}" in summary["notes"]
 
 
 def test_compare_writes_runs_per_seed_plot_and_machine(comparison):

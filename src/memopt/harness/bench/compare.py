@@ -615,7 +615,7 @@ def notes(summary: dict[str, Any]) -> list[str]:
         + ("" if seeds > 1 else " (needs --seeds 2 or more)")
     )
     against_groups = [
-        f"{r['optimizer']} {r['verdict_vs_groups_label']}" for r in summary["rows"] if r.get("verdict_vs_groups_label")
+        f"{r['optimizer']} {r['verdict_vs_groups']}" for r in summary["rows"] if r.get("verdict_vs_groups")
     ]
     if against_groups:
         lines.append(f"verdict against {GROUPS_LABEL} (the same test): " + ", ".join(against_groups))
