@@ -17,7 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: library packages, bottom layer first; the facade ``memopt`` sits above them and the harness on top
 LAYERS: list[set[str]] = [
     {"memopt.validation"},
-    {"memopt.state", "memopt.manifolds"},
+    # the Triton kernels sit with the state formats, which (de)quantize CUDA tensors with them
+    {"memopt.state", "memopt.manifolds", "memopt.kernels.triton"},
     {"memopt.estimators"},
     {"memopt.kernels"},
     {"memopt.optim"},

@@ -15,6 +15,9 @@ coupled weight decay applied).
 
 Registered, in order:
 
+0. ``triton_adamw8bit`` and ``triton_subset_norm``: the Triton kernels (:mod:`memopt.kernels.triton_steps`)
+   for AdamW groups whose moments are 8-bit codes and for Subset-Norm groups with EMA momentum and float32
+   state, on float32 CUDA parameters when Triton is installed;
 1. ``adamw8bit_kernel``: the fused C kernel (:mod:`memopt.kernels.adamw8bit`) for AdamW groups whose
    moments are 8-bit codes, float32 CPU parameters;
 2. ``torch_fused_adam``: torch's fused Adam/AdamW (:mod:`memopt.optim.fused`) for AdamW groups with state
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
-from memopt.kernels import adamw8bit
+from memopt.kernels import adamw8bit, triton_steps
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
 from memopt.state.formats import QuantizedState
 
@@ -128,6 +131,26 @@ def step_size(group: dict, momentum: MomentumEstimator, step: int) -> float:
     return lr / momentum.bias_correction(group, step)
 
 
+register_implementation(
+    Implementation(
+        "triton_adamw8bit",
+        group_applies=is_adam,
+        param_applies=triton_steps.adamw8bit_eligible,
+        step=lambda steps, group, momentum, second: triton_steps.adamw8bit_step(steps, group),
+        traceable=False,  # a Triton launch outside torch.library
+    )
+)
+register_implementation(
+    Implementation(
+        "triton_subset_norm",
+        group_applies=triton_steps.subset_norm_applies,
+        param_applies=triton_steps.subset_norm_eligible,
+        step=lambda steps, group, momentum, second: triton_steps.subset_norm_step(
+            steps, group, [step_size(group, momentum, ps.step) for ps in steps]
+        ),
+        traceable=False,
+    )
+)
 register_implementation(
     Implementation(
         "adamw8bit_kernel",

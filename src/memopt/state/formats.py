@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from memopt.kernels.triton import blockwise  # the Triton (de)quantization of CUDA tensors
 from memopt.state import quantization, sharding
 from memopt.state.rounding import stochastic_round_to_bfloat16
 
@@ -229,7 +230,7 @@ class Blockwise8bit(_Blockwise):
     def load(self, entry, dtype):
         codes = sharding.local(entry.codes)
         absmax, start = self._local_maxima(entry, codes)
-        values = quantization.dequantize_blockwise(
+        values = blockwise.codec(codes).dequantize_blockwise(
             codes, absmax, signed=self.signed, block_size=self.block_size, start=start
         )
         return values.to(dtype)
@@ -239,7 +240,8 @@ class Blockwise8bit(_Blockwise):
         full_absmax = self.maxima(entry)
         block = self.block_size
         if self.quantized_alone(entry):
-            _, absmax = quantization.quantize_blockwise(value, signed=self.signed, block_size=block, out=codes)
+            codec = blockwise.codec(codes)
+            _, absmax = codec.quantize_blockwise(value, signed=self.signed, block_size=block, out=codes)
             full_absmax.copy_(absmax)
             return
         spec = sharding.spec_of(entry.codes)
@@ -247,7 +249,7 @@ class Blockwise8bit(_Blockwise):
         window = sharding.blocks_overlapped(start, value.numel(), block)
         full_absmax.zero_()[window] = quantization.block_maxima(value, block_size=block, start=start)
         spec.all_reduce(full_absmax, op=sharding.MAX)  # whole-block maxima of blocks cut by a shard boundary
-        quantization.quantize_blockwise(
+        blockwise.codec(codes).quantize_blockwise(
             value, signed=self.signed, block_size=block, out=codes, start=start, absmax=full_absmax[window]
         )
 

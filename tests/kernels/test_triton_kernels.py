@@ -1,0 +1,134 @@
+"""The Triton kernels equal the engine's torch path: bit-identical 8-bit codes and block maxima, parameters
+and float states to rounding. On the CPU they run in Triton's interpreter, in a subprocess started with
+``TRITON_INTERPRET=1`` (:mod:`tests.kernels.triton_interpreter_cases`); on a CUDA device, compiled, through
+the engine's dispatch."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tests.kernels.triton_interpreter_cases import CODEC_CASES, ENGINE_CASES
+
+import memopt
+from memopt.kernels import triton as kernel_set
+from memopt.kernels import triton_steps
+from memopt.kernels.triton import blockwise
+from memopt.state import quantization
+
+ROOT = Path(__file__).resolve().parents[2]
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (pip install -e .[dev])")
+needs_cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and HAS_TRITON), reason="needs a CUDA device and triton to run the compiled kernels"
+)
+
+
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory):
+    """The interpreter's results of every case (one subprocess, about 10 CPU-seconds)."""
+    out = tmp_path_factory.mktemp("triton") / "cases.pt"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.kernels.triton_interpreter_cases", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return torch.load(out)
+
+
+def _assert_same_states(fast: dict, slow: dict, *, rtol: float) -> None:
+    assert fast.keys() == slow.keys()
+    for key in fast:
+        if key.endswith((".codes", ".maxima")):  # 8-bit states: the same codes and block maxima, bit for bit
+            assert torch.equal(fast[key], slow[key]), f"{key}: {(fast[key] != slow[key]).sum()} differ"
+        else:  # float states: subset sums of squares are added in another order
+            torch.testing.assert_close(fast[key], slow[key], rtol=rtol, atol=0, msg=key)
+
+
+@needs_triton
+@pytest.mark.parametrize("case", list(ENGINE_CASES))
+def test_interpreted_kernels_equal_the_torch_path(interpreted, case):
+    result = interpreted["engine"][case]
+    kernel = "subset_norm_step" if "_sn" in case and "8bit" not in case else "adamw8bit_step"
+    if case == "adamw_sn_8bit_state":  # a Subset-Norm group with 8-bit momentum: the torch update, Triton codec
+        assert result["calls"] == {"quantize_blockwise": 4, "dequantize_blockwise": 4}
+    else:
+        assert result["calls"] == {kernel: 4}, "the engine did not hand every step to the Triton kernel"
+    fast, slow = result["triton"], result["reference"]
+    _assert_same_states(fast["state"], slow["state"], rtol=1e-5)
+    # the parameters: the same operations, but the torch path's CPU kernels fuse a multiply-add only in their
+    # vectorized loops, so a parameter may differ by an ulp or two (of the largest parameter, about 3e-8 here)
+    torch.testing.assert_close(fast["param"], slow["param"], rtol=4e-7, atol=1e-7)
+
+
+@needs_triton
+@pytest.mark.parametrize("signed,n,block,start", CODEC_CASES)
+def test_interpreted_codec_is_bit_identical(interpreted, signed, n, block, start):
+    outputs = interpreted["codec"][f"{'signed' if signed else 'unsigned'}_{n}_{block}_{start}"]
+    for key in ("codes", "maxima", "against", "values"):
+        assert torch.equal(outputs["triton"][key], outputs["reference"][key]), key
+
+
+def test_the_cpu_is_a_kernel_device_only_under_the_interpreter():
+    expected = {"cuda", "cpu"} if os.environ.get("TRITON_INTERPRET") == "1" else {"cuda"}
+    assert kernel_set.DEVICES == expected
+    cpu = torch.zeros(4)
+    assert blockwise.codec(cpu) is (blockwise if "cpu" in expected and HAS_TRITON else quantization)
+
+
+# ------------------------------------------------------------------------------------------- CUDA
+
+
+def _cuda_run(make, shape, hparams, *, reference: bool):
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    param = (torch.randn(shape, generator=generator, device="cuda") * 0.1).requires_grad_()
+    optimizer = make([param], lr=1e-2, **hparams)
+    optimizer.param_groups[0]["foreach"] = False if reference else None
+    for _ in range(5):
+        param.grad = torch.randn(shape, generator=generator, device="cuda") * 0.01 + 0.002
+        optimizer.step()
+    return param.detach(), optimizer.state[param]
+
+
+@needs_cuda
+@pytest.mark.parametrize("case", list(ENGINE_CASES))
+def test_cuda_dispatch_runs_the_compiled_kernels_and_equals_the_torch_path(case, monkeypatch):
+    make, shape, hparams = ENGINE_CASES[case]
+    calls = []
+    for name in ("adamw8bit_step", "subset_norm_step"):
+        original = getattr(triton_steps, name)
+        monkeypatch.setattr(triton_steps, name, lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    fast, fast_state = _cuda_run(make, shape, hparams, reference=False)
+    if case != "adamw_sn_8bit_state":
+        assert len(calls) == 5
+    with monkeypatch.context() as patch:
+        patch.setattr(kernel_set, "DEVICES", frozenset())  # the torch path on the GPU
+        slow, slow_state = _cuda_run(make, shape, hparams, reference=True)
+    for key, value in fast_state.items():
+        if isinstance(value, memopt.state.formats.QuantizedState):
+            assert torch.equal(value.codes, slow_state[key].codes), key
+            assert torch.equal(value.maxima, slow_state[key].maxima), key
+        elif torch.is_tensor(value) and key != "step":
+            torch.testing.assert_close(value, slow_state[key], rtol=1e-5, atol=0)
+    torch.testing.assert_close(fast, slow, rtol=4e-7, atol=1e-7)
+
+
+@needs_cuda
+@pytest.mark.parametrize("signed,n,block,start", CODEC_CASES)
+def test_cuda_codec_is_bit_identical(signed, n, block, start):
+    x = torch.randn(n, device="cuda") * torch.logspace(-9, 0, n, device="cuda")
+    x = x if signed else x.abs()
+    codes, maxima = blockwise.quantize_blockwise(x, signed=signed, block_size=block, start=start)
+    ref_codes, ref_maxima = quantization.quantize_blockwise(x, signed=signed, block_size=block, start=start)
+    assert torch.equal(codes, ref_codes) and torch.equal(maxima, ref_maxima)
+    values = blockwise.dequantize_blockwise(codes, maxima, signed=signed, block_size=block, start=start)
+    assert torch.equal(
+        values, quantization.dequantize_blockwise(codes, maxima, signed=signed, block_size=block, start=start)
+    )
