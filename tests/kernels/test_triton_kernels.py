@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.kernels.triton_interpreter_cases import CODEC_CASES, ENGINE_CASES
+from tests.kernels.triton_interpreter_cases import CODEC_CASES, ENGINE_CASES, codec_case_name, codec_input
 
 import memopt
 from memopt.kernels import triton as kernel_set
@@ -71,7 +71,7 @@ def test_interpreted_kernels_equal_the_torch_path(interpreted, case):
 @needs_triton
 @pytest.mark.parametrize("signed,n,block,start", CODEC_CASES)
 def test_interpreted_codec_is_bit_identical(interpreted, signed, n, block, start):
-    outputs = interpreted["codec"][f"{'signed' if signed else 'unsigned'}_{n}_{block}_{start}"]
+    outputs = interpreted["codec"][codec_case_name(signed, n, block, start)]
     for key in ("codes", "maxima", "against", "values"):
         assert torch.equal(outputs["triton"][key], outputs["reference"][key]), key
 
@@ -123,8 +123,7 @@ def test_cuda_dispatch_runs_the_compiled_kernels_and_equals_the_torch_path(case,
 @needs_cuda
 @pytest.mark.parametrize("signed,n,block,start", CODEC_CASES)
 def test_cuda_codec_is_bit_identical(signed, n, block, start):
-    x = torch.randn(n, device="cuda") * torch.logspace(-9, 0, n, device="cuda")
-    x = x if signed else x.abs()
+    x = codec_input(signed, n, torch.Generator().manual_seed(1)).cuda()
     codes, maxima = blockwise.quantize_blockwise(x, signed=signed, block_size=block, start=start)
     ref_codes, ref_maxima = quantization.quantize_blockwise(x, signed=signed, block_size=block, start=start)
     assert torch.equal(codes, ref_codes) and torch.equal(maxima, ref_maxima)

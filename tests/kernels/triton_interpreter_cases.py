@@ -44,8 +44,32 @@ ENGINE_CASES: dict[str, tuple] = {
     "rmsprop_sn": (memopt.RMSPropSN, (30, 45), {"weight_decay": 0.05}),
     "adagrad_sn": (memopt.AdaGradSN, (45, 30), {}),
 }
-#: (signed, numel, block size, flat start) of the direct (de)quantization cases
-CODEC_CASES = [(True, 1000, 256, 0), (False, 777, 64, 0), (True, 500, 256, 100), (False, 300, 128, 1000)]
+#: (signed, numel, block size, flat start) of the direct (de)quantization cases; numel 0: the ties case, every
+#: midpoint between two codes exactly (a block whose maximum is 1), which rounds to the lower code
+CODEC_CASES = [
+    (True, 1000, 256, 0),
+    (False, 777, 64, 0),
+    (True, 500, 256, 100),
+    (False, 300, 128, 1000),
+    (True, 0, 256, 0),
+    (False, 0, 256, 0),
+]
+
+
+def codec_case_name(signed: bool, n: int, block: int, start: int) -> str:
+    return f"{'signed' if signed else 'unsigned'}_{n or 'ties'}_{block}_{start}"
+
+
+def codec_input(signed: bool, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Values of every magnitude down to the map's smallest, one zero; or (``n = 0``) the map's midpoints."""
+    if n == 0:
+        return torch.cat([quantization._midpoints(signed)[:-1], torch.ones(1)])
+    x = torch.randn(n, generator=generator) * torch.logspace(-9, 0, n)
+    x = x if signed else x.abs()
+    x[3] = 0.0
+    return x
+
+
 STEPS = 4
 
 
@@ -114,9 +138,7 @@ def main(out: str) -> None:
         results["engine"][name] = {"triton": triton, "reference": reference, "calls": used}
     generator = torch.Generator().manual_seed(1)
     for signed, n, block, start in CODEC_CASES:
-        x = torch.randn(n, generator=generator) * torch.logspace(-9, 0, n)  # magnitudes down to the map's smallest
-        x = x if signed else x.abs()
-        x[3] = 0.0
+        x = codec_input(signed, n, generator)
         given = quantization.block_maxima(x * 1.5, block_size=block, start=start)
         outputs = {}
         for label, module in (("triton", blockwise), ("reference", quantization)):
@@ -124,7 +146,7 @@ def main(out: str) -> None:
             against, _ = module.quantize_blockwise(x, signed=signed, block_size=block, start=start, absmax=given)
             values = module.dequantize_blockwise(codes, maxima, signed=signed, block_size=block, start=start)
             outputs[label] = {"codes": codes.to(torch.uint8), "maxima": maxima, "against": against, "values": values}
-        results["codec"][f"{'signed' if signed else 'unsigned'}_{n}_{block}_{start}"] = outputs
+        results["codec"][codec_case_name(signed, n, block, start)] = outputs
     torch.save(results, out)
 
 
