@@ -83,6 +83,20 @@ def test_the_cpu_is_a_kernel_device_only_under_the_interpreter():
     assert blockwise.codec(cpu) is (blockwise if "cpu" in expected and HAS_TRITON else quantization)
 
 
+def test_memopt_imports_and_steps_without_triton():
+    code = (
+        "import sys; sys.modules['triton'] = None\n"  # an import of triton now raises ImportError
+        "import torch, memopt\n"
+        "from memopt.kernels import triton as kernel_set\n"
+        "p = torch.zeros(64, 128, requires_grad=True); o = memopt.AdamW8bit([p]); p.grad = torch.ones_like(p)\n"
+        "o.step(); print('available', kernel_set.available(), 'moved', bool((p != 0).all()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "available False moved True" in result.stdout
+
+
 # ------------------------------------------------------------------------------------------- CUDA
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import os
 from types import ModuleType
 
@@ -31,8 +30,12 @@ DEVICES: frozenset[str] = frozenset({"cuda", "cpu"} if os.environ.get("TRITON_IN
 
 @functools.cache
 def available() -> bool:
-    """Whether Triton is installed (the kernels can be loaded)."""
-    return importlib.util.find_spec("triton") is not None
+    """Whether Triton can be imported (the kernels can be loaded); asked only for tensors on a kernel device."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def applies(*tensors: torch.Tensor) -> bool:
