@@ -76,6 +76,64 @@ def test_interpreted_codec_is_bit_identical(interpreted, signed, n, block, start
         assert torch.equal(outputs["triton"][key], outputs["reference"][key]), key
 
 
+_P32, _PU8, _I32, _F32 = "*fp32", "*u8", "i32", "fp32"
+_TABLE = {"MIN_EXPONENT": quantization._MIN_EXPONENT, "MANTISSA": quantization._MANTISSA_BITS, "EXPONENT": quantization._EXPONENT_BITS}
+_SUBSETS = dict(grad=_P32, exp_avg=_P32, stat=_P32, rows=_I32, cols=_I32, beta1_weight=_F32)
+_APPLY = dict(param=_P32, numerator=_P32, denom=_P32, n=_I32, cols=_I32, decay=_F32, neg_step_size=_F32)
+_QUANTIZE = dict(
+    value=_P32, codes=_PU8, absmax=_P32, n=_I32, start=_I32, block_size=_I32, first_block=_I32, table=_PU8,
+    midpoints=_P32,
+)  # fmt: skip
+#: kernel -> (argument types, constexprs) of a launch, as the launchers make them
+COMPILED = {
+    "adamw8bit_kernel": (
+        dict(
+            param=_P32, grad=_P32, m_codes=_PU8, m_absmax=_P32, v_codes=_PU8, v_absmax=_P32, n=_I32,
+            block_size=_I32, signed_map=_P32, unsigned_map=_P32, signed_table=_PU8, signed_mid=_P32,
+            unsigned_table=_PU8, unsigned_mid=_P32, beta1_weight=_F32, beta2=_F32, one_minus_beta2=_F32, eps=_F32,
+            decay=_F32, neg_step_size=_F32, root_correction=_F32,
+        ),
+        dict(BLOCK=256, **_TABLE),
+    ),
+    "dequantize_kernel": (
+        dict(codes=_PU8, absmax=_P32, out=_P32, n=_I32, start=_I32, block_size=_I32, first_block=_I32, code_map=_P32),
+        dict(BLOCK=1024),
+    ),
+    "quantize_kernel": (_QUANTIZE, dict(COMPUTE_MAX=True, BLOCK=128, **_TABLE)),
+    "subset_rows_kernel": (_SUBSETS, dict(HAS_MOMENTUM=True, ROWS=2, COLS=512)),
+    "subset_cols_kernel": (_SUBSETS, dict(HAS_MOMENTUM=False, ROWS=32, COLS=32)),
+    "subset_apply_kernel": (_APPLY, dict(PER_ROW=False, DECAY_AFTER=True, BLOCK=1024)),
+}  # fmt: skip
+
+
+@needs_triton
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1", reason="the interpreter's kernels are not compiled")
+def test_kernels_compile_for_a_hopper_gpu_with_ieee_division_and_no_contraction(tmp_path, monkeypatch):
+    """What the interpreter cannot see (types, the IR the GPU runs), checked without a GPU: every kernel
+    compiles to a cubin for sm_90 with the launchers' options, divides and takes square roots to nearest,
+    and fuses multiply-adds only where it says so."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    source = kernel_set.kernels()
+    ptx = {}
+    for name, (types, constants) in COMPILED.items():
+        signature = {**types, **{c: "constexpr" for c in constants}}
+        compiled = triton.compile(
+            ASTSource(getattr(source, name), signature, constexprs=constants),
+            target=GPUTarget("cuda", 90, 32),
+            options=kernel_set.LAUNCH,
+        )
+        assert compiled.asm.get("cubin"), name
+        ptx[name] = compiled.asm["ptx"]
+    assert "div.rn.f32" in ptx["adamw8bit_kernel"] and "sqrt.rn.f32" in ptx["adamw8bit_kernel"]
+    assert "div.rn.f32" in ptx["quantize_kernel"]
+    assert "fma.rn" not in ptx["dequantize_kernel"] + ptx["quantize_kernel"] + ptx["subset_cols_kernel"]
+    assert "fma.rn" in ptx["subset_rows_kernel"]  # lerp's, explicit
+
+
 def test_the_cpu_is_a_kernel_device_only_under_the_interpreter():
     expected = {"cuda", "cpu"} if os.environ.get("TRITON_INTERPRET") == "1" else {"cuda"}
     assert kernel_set.DEVICES == expected

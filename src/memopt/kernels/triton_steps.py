@@ -78,7 +78,7 @@ def adamw8bit_step(steps: list[ParamStep], group: dict) -> None:
             signed_map, unsigned_map, signed_table, signed_mid, unsigned_table, unsigned_mid,
             1 - beta1, beta2, 1 - beta2, group["eps"], decay,
             -lr / (1 - beta1**ps.step), math.sqrt(1 - beta2**ps.step),
-            BLOCK=blockwise.block_lanes(block), **blockwise.table_constants(),
+            BLOCK=blockwise.block_lanes(block), **blockwise.table_constants(), **kernel_set.LAUNCH,
         )  # fmt: skip
 
 
@@ -130,12 +130,13 @@ def subset_norm_step(steps: list[ParamStep], group: dict, step_sizes: list[float
             tile_rows = min(_ELEMENTS // tile_cols, _pow2(rows))
             grid, kernel = -(-cols // tile_cols), source.subset_cols_kernel
         kernel[(grid,)](
-            grad, momentum, stat, rows, cols, 1 - beta1, HAS_MOMENTUM=beta1 > 0, ROWS=tile_rows, COLS=tile_cols
-        )
+            grad, momentum, stat, rows, cols, 1 - beta1,
+            HAS_MOMENTUM=beta1 > 0, ROWS=tile_rows, COLS=tile_cols, **kernel_set.LAUNCH,
+        )  # fmt: skip
         accumulate(acc, stat.view(acc.shape), beta2)
         denom = denominator(acc, group, ps.step).reshape(-1).contiguous()
         n = ps.param.numel()
         source.subset_apply_kernel[(-(-n // _ELEMENTS),)](
             ps.param, momentum, denom, n, cols, decay, -step_size,
-            PER_ROW=per_row, DECAY_AFTER=decay_after, BLOCK=_ELEMENTS,
+            PER_ROW=per_row, DECAY_AFTER=decay_after, BLOCK=_ELEMENTS, **kernel_set.LAUNCH,
         )  # fmt: skip

@@ -24,6 +24,10 @@ from types import ModuleType
 
 import torch
 
+#: launch options of every kernel: no contraction of a multiply and an add into one fused multiply-add beyond
+#: the kernels' explicit ``tl.fma`` (those that torch's kernels compute), so that values round as torch's do
+LAUNCH = {"enable_fp_fusion": False}
+
 #: the devices whose tensors the kernels take: CUDA, and the CPU under Triton's interpreter
 DEVICES: frozenset[str] = frozenset({"cuda", "cpu"} if os.environ.get("TRITON_INTERPRET") == "1" else {"cuda"})
 

@@ -1,10 +1,12 @@
-"""The Triton kernels themselves (imported only through :func:`memopt.kernels.triton.kernels`, which loads
-this file once compiled for the GPU and once for Triton's interpreter).
+"""The Triton kernels themselves, imported (with Triton) on first use by :func:`memopt.kernels.triton.kernels`;
+under ``TRITON_INTERPRET=1`` Triton runs them in its interpreter.
 
 Every floating-point operation is the one the engine's torch path performs on the same device, in the same
 order and precision: IEEE division and square root (``div_rn``, ``sqrt_rn``, as torch's CUDA and CPU
-kernels compute them), and one fused multiply-add where torch's kernels fuse (``lerp``, ``add`` with
-``alpha``). Requantization finds the nearest code of the dynamic map with the lookup table of
+kernels compute them), and one fused multiply-add exactly where torch's kernels fuse (``lerp``, ``add`` with
+``alpha``): the launchers turn Triton's contraction of other multiply-adds off (``enable_fp_fusion=False``,
+:data:`memopt.kernels.triton.LAUNCH`), since torch rounds, e.g., a dequantized moment before it updates it.
+Requantization finds the nearest code of the dynamic map with the lookup table of
 :func:`memopt.state.quantization.nearest_code_table` and one midpoint comparison, so codes are bit-identical
 to :func:`memopt.state.quantization.nearest_codes`.
 """
@@ -110,6 +112,19 @@ def quantize_kernel(
 
 
 @triton.jit
+def _tile_squares(grad, exp_avg, r, c, rows, cols, beta1_weight, HAS_MOMENTUM: tl.constexpr):
+    """On the tile ``rows r x columns c`` of the ``(rows, cols)`` view: ``m <- lerp(m, g, 1 - beta1)`` in
+    place (with momentum), and ``g^2`` (zero outside the view)."""
+    mask = (r[:, None] < rows) & (c[None, :] < cols)
+    offs = r[:, None] * cols + c[None, :]
+    g = tl.load(grad + offs, mask=mask, other=0.0)
+    if HAS_MOMENTUM:
+        m = tl.load(exp_avg + offs, mask=mask, other=0.0)
+        tl.store(exp_avg + offs, _lerp(m, g, beta1_weight), mask=mask)
+    return g * g
+
+
+@triton.jit
 def subset_rows_kernel(
     grad, exp_avg, stat, rows, cols, beta1_weight,
     HAS_MOMENTUM: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr,
@@ -120,13 +135,7 @@ def subset_rows_kernel(
     total = tl.zeros((ROWS,), dtype=tl.float32)
     for c0 in range(0, cols, COLS):
         c = c0 + tl.arange(0, COLS)
-        mask = (r[:, None] < rows) & (c[None, :] < cols)
-        offs = r[:, None] * cols + c[None, :]
-        g = tl.load(grad + offs, mask=mask, other=0.0)
-        if HAS_MOMENTUM:
-            m = tl.load(exp_avg + offs, mask=mask, other=0.0)
-            tl.store(exp_avg + offs, _lerp(m, g, beta1_weight), mask=mask)
-        total += tl.sum(g * g, axis=1)
+        total += tl.sum(_tile_squares(grad, exp_avg, r, c, rows, cols, beta1_weight, HAS_MOMENTUM), axis=1)
     tl.store(stat + r, total, mask=r < rows)
 
 
@@ -141,13 +150,7 @@ def subset_cols_kernel(
     total = tl.zeros((COLS,), dtype=tl.float32)
     for r0 in range(0, rows, ROWS):
         r = r0 + tl.arange(0, ROWS).to(tl.int64)
-        mask = (r[:, None] < rows) & (c[None, :] < cols)
-        offs = r[:, None] * cols + c[None, :]
-        g = tl.load(grad + offs, mask=mask, other=0.0)
-        if HAS_MOMENTUM:
-            m = tl.load(exp_avg + offs, mask=mask, other=0.0)
-            tl.store(exp_avg + offs, _lerp(m, g, beta1_weight), mask=mask)
-        total += tl.sum(g * g, axis=0)
+        total += tl.sum(_tile_squares(grad, exp_avg, r, c, rows, cols, beta1_weight, HAS_MOMENTUM), axis=0)
     tl.store(stat + c, total, mask=c < cols)
 
 
@@ -166,7 +169,7 @@ def subset_apply_kernel(
     num = tl.load(numerator + offs, mask=mask, other=0.0)
     if not DECAY_AFTER:
         p = p * decay
-    p = p + neg_step_size * tl.math.div_rn(num, d)
+    p = tl.fma(tl.math.div_rn(num, d), neg_step_size, p)  # addcdiv, as torch's CUDA kernel contracts it
     if DECAY_AFTER:
         p = p * decay
     tl.store(param + offs, p, mask=mask)

@@ -73,7 +73,7 @@ def quantize_blockwise(
         _, table, midpoints = tables(signed, flat.device)
         kernel_set.kernels().quantize_kernel[(blocks,)](
             flat, target, maxima, n, start, block_size, window.start, table, midpoints,
-            COMPUTE_MAX=not given, BLOCK=block_lanes(block_size), **table_constants(),
+            COMPUTE_MAX=not given, BLOCK=block_lanes(block_size), **table_constants(), **kernel_set.LAUNCH,
         )  # fmt: skip
     if out is not None and target is not out:
         out.copy_(target)
@@ -96,6 +96,7 @@ def dequantize_blockwise(
     if n and kernel_set.has_data(flat):
         code_map = tables(signed, flat.device)[0]
         kernel_set.kernels().dequantize_kernel[(-(-n // _ELEMENTS),)](
-            flat, absmax.contiguous(), values, n, start, block_size, start // block_size, code_map, BLOCK=_ELEMENTS
-        )
+            flat, absmax.contiguous(), values, n, start, block_size, start // block_size, code_map,
+            BLOCK=_ELEMENTS, **kernel_set.LAUNCH,
+        )  # fmt: skip
     return values
