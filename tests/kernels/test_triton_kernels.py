@@ -15,11 +15,11 @@ import pytest
 import torch
 from tests.kernels.triton_interpreter_cases import CODEC_CASES, ENGINE_CASES, codec_case_name, codec_input
 
-import memopt
 from memopt.kernels import triton as kernel_set
 from memopt.kernels import triton_steps
 from memopt.kernels.triton import blockwise
-from memopt.state import quantization
+from memopt.state import quantization, sharding
+from memopt.state.formats import QuantizedState
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -77,7 +77,7 @@ def test_interpreted_codec_is_bit_identical(interpreted, signed, n, block, start
 
 
 _P32, _PU8, _I32, _F32 = "*fp32", "*u8", "i32", "fp32"
-_TABLE = {"MIN_EXPONENT": quantization._MIN_EXPONENT, "MANTISSA": quantization._MANTISSA_BITS, "EXPONENT": quantization._EXPONENT_BITS}
+_TABLE = blockwise.table_constants()
 _SUBSETS = dict(grad=_P32, exp_avg=_P32, stat=_P32, rows=_I32, cols=_I32, beta1_weight=_F32)
 _APPLY = dict(param=_P32, numerator=_P32, denom=_P32, n=_I32, cols=_I32, decay=_F32, neg_step_size=_F32)
 _QUANTIZE = dict(
@@ -134,6 +134,18 @@ def test_kernels_compile_for_a_hopper_gpu_with_ieee_division_and_no_contraction(
     assert "fma.rn" in ptx["subset_rows_kernel"]  # lerp's, explicit
 
 
+@needs_triton
+def test_what_the_subset_norm_kernel_takes(monkeypatch):
+    monkeypatch.setattr(kernel_set, "DEVICES", frozenset({"cpu"}))  # eligibility only: nothing is launched
+    param, grad = torch.zeros(8, 4), torch.zeros(8, 4)
+    state = {"exp_avg": torch.zeros(8, 4), "subset_sq": torch.zeros(8, 1)}
+    assert triton_steps.subset_norm_eligible(param, grad, state)
+    assert not triton_steps.subset_norm_eligible(param, grad, sharding.LocalState(state))  # an FSDP2 parameter
+    assert not triton_steps.subset_norm_eligible(param.double(), grad.double(), state)
+    assert not triton_steps.subset_norm_eligible(param.t(), grad, state)
+    assert not triton_steps.subset_norm_eligible(param, grad, {**state, "exp_avg": torch.zeros(8, 4).bfloat16()})
+
+
 def test_the_cpu_is_a_kernel_device_only_under_the_interpreter():
     expected = {"cuda", "cpu"} if os.environ.get("TRITON_INTERPRET") == "1" else {"cuda"}
     assert kernel_set.DEVICES == expected
@@ -184,7 +196,7 @@ def test_cuda_dispatch_runs_the_compiled_kernels_and_equals_the_torch_path(case,
         patch.setattr(kernel_set, "DEVICES", frozenset())  # the torch path on the GPU
         slow, slow_state = _cuda_run(make, shape, hparams, reference=True)
     for key, value in fast_state.items():
-        if isinstance(value, memopt.state.formats.QuantizedState):
+        if isinstance(value, QuantizedState):
             assert torch.equal(value.codes, slow_state[key].codes), key
             assert torch.equal(value.maxima, slow_state[key].maxima), key
         elif torch.is_tensor(value) and key != "step":

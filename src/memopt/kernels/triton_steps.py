@@ -91,8 +91,9 @@ def subset_norm_applies(group: dict, momentum: MomentumEstimator, second: Second
 
 
 def subset_norm_eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
-    """A contiguous float32 parameter on a kernel device with plain float32 state, not sharded."""
-    if not _float32_on_kernel_device(param, grad) or sharding.distributed(state["subset_sq"]):
+    """A contiguous float32 parameter on a kernel device with plain float32 state, not an FSDP2 shard (the
+    engine hands a DTensor parameter's state as a :class:`~memopt.state.sharding.LocalState`)."""
+    if isinstance(state, sharding.LocalState) or not _float32_on_kernel_device(param, grad):
         return False
     return all(
         not isinstance(value, QuantizedState) and (not torch.is_tensor(value) or value.dtype == torch.float32)
