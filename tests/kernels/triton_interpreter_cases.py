@@ -41,6 +41,11 @@ ENGINE_CASES: dict[str, tuple] = {
     "adamw_sn_vector": (memopt.AdamWSN, (50,), {}),
     "adamw_sn_subsets_of_16": (memopt.AdamWSN, (40, 30), {"subset_size": 16}),
     "adamw_sn_3d": (memopt.AdamWSN, (6, 5, 7), {"eps_placement": "before_bias_correction"}),
+    "adamw_sn_decay_after_update": (
+        memopt.AdamWSN,
+        (24, 40),
+        {"weight_decay": 0.1, "weight_decay_placement": "after_update"},
+    ),
     "rmsprop_sn": (memopt.RMSPropSN, (30, 45), {"weight_decay": 0.05}),
     "adagrad_sn": (memopt.AdaGradSN, (45, 30), {}),
 }
