@@ -1,0 +1,155 @@
+/*
+ * One Subset-Norm step (Adam-, RMSProp- and AdaGrad-SN) over a float32 parameter with float32 state, in as
+ * few passes over memory as the math allows.
+ *
+ * Nguyen & Nguyen, "Lean and Mean Adaptive Optimization via Subset-Norm and Subspace-Momentum with
+ * Convergence Guarantees", ICML 2025 (arXiv 2411.07120). Written by hand: no maintained library ships a CPU
+ * kernel for this update (torch runs it as several foreach passes).
+ *
+ * The parameter is viewed as a row-major (rows x cols) matrix. Each subset is a row (one accumulator per
+ * row, `acc[rows]`) or a column (`acc[cols]`). With N the numerator (the momentum m, or g itself when
+ * there is none):
+ *
+ *   m   = m + beta1_weight (g - m)                          (torch's lerp; its large-weight form when
+ *                                                            beta1_weight >= 0.5)
+ *   S   = sum over the subset of g^2                         (in double: the float32 sum correctly rounded)
+ *   acc = beta2 acc + (1 - beta2) S    (ema)  or  acc + S    (beta2 = 1, AdaGrad)
+ *   D   = sqrt(acc) / root_correction + eps
+ *   p   = decay p  (before the update)  ;  p = p - step_size N / D  ;  p = decay p  (after the update)
+ *
+ * Every float32 operation is the one the engine's reference path performs, in the same order, with the same
+ * fused multiply-adds as torch's vectorized CPU kernels (lerp, add with alpha); only S differs, by the
+ * rounding of torch's float32 summation order.
+ *
+ * Rows: one pass. A row's momentum and sum of squares are computed segment by segment (each segment is still
+ * in L1 for the second loop), then the row's update while it is in cache. Threads split the rows.
+ * Columns: two passes. The first reads g only, summing squares per column in double (threads split the
+ * columns; each column is summed over all rows by one thread, so the result does not depend on the thread
+ * count); the second updates m and p row by row (threads split the rows).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define SEGMENT 1024   /* elements of a row handled together by the momentum and sum-of-squares loops */
+#define LANES 8        /* independent double accumulators, so that the sum of squares vectorizes */
+#define PARALLEL_MIN 32768 /* fewer elements than this run on one thread (the fork costs more) */
+
+typedef struct {
+    float beta1_weight; /* 1 - beta1; unused without momentum */
+    float beta2;
+    float one_minus_beta2;
+    int ema;            /* beta2 < 1: EMA accumulation; else a running sum */
+    float root_correction;
+    float eps;
+    float decay;        /* 1 - lr wd (1 without decoupled decay) */
+    int decay_after;    /* apply the decay after the update rather than before */
+    float neg_step_size;
+} Options;
+
+/* m <- lerp(m, g, w) as torch's vectorized kernel computes it */
+static void lerp(float *m, const float *g, int64_t len, float w) {
+    if (w < 0.5f) {
+        for (int64_t i = 0; i < len; ++i) m[i] = fmaf(w, g[i] - m[i], m[i]);
+    } else {
+        float coeff = w - 1.0f;
+        for (int64_t i = 0; i < len; ++i) m[i] = fmaf(coeff, g[i] - m[i], g[i]);
+    }
+}
+
+/* sum of g^2 over g[0:len] in double (each product is exact) */
+static double sum_squares(const float *g, int64_t len) {
+    double lane[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= len; i += LANES)
+        for (int k = 0; k < LANES; ++k) lane[k] += (double)g[i + k] * (double)g[i + k];
+    double total = 0.0;
+    for (; i < len; ++i) total += (double)g[i] * (double)g[i];
+    for (int k = 0; k < LANES; ++k) total += lane[k];
+    return total;
+}
+
+/* the accumulator after this step's statistic, and the denominator it gives */
+static float accumulate(float *acc, double sum, const Options *o) {
+    float stat = (float)sum;
+    float value = o->ema ? fmaf(stat, o->one_minus_beta2, *acc * o->beta2) : *acc + stat;
+    *acc = value;
+    return sqrtf(value) / o->root_correction + o->eps;
+}
+
+/* p <- p - step_size N / D for one row: `denom` is one value (row subsets) or one per column */
+static void apply_row(float *p, const float *num, int64_t len, const float *denom, int per_column,
+                      const Options *o) {
+    float decay_before = o->decay_after ? 1.0f : o->decay, decay_after = o->decay_after ? o->decay : 1.0f;
+    if (per_column) {
+        for (int64_t i = 0; i < len; ++i)
+            p[i] = fmaf(num[i] / denom[i], o->neg_step_size, p[i] * decay_before) * decay_after;
+    } else {
+        float d = *denom;
+        for (int64_t i = 0; i < len; ++i) p[i] = fmaf(num[i] / d, o->neg_step_size, p[i] * decay_before) * decay_after;
+    }
+}
+
+static void row_subsets(float *param, const float *grad, float *m, float *acc, int64_t rows, int64_t cols,
+                        const Options *o, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (rows * cols >= PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *g = grad + r * cols;
+        float *mr = m ? m + r * cols : NULL;
+        double sum = 0.0;
+        for (int64_t start = 0; start < cols; start += SEGMENT) {
+            int64_t len = cols - start < SEGMENT ? cols - start : SEGMENT;
+            if (mr) lerp(mr + start, g + start, len, o->beta1_weight);
+            sum += sum_squares(g + start, len);
+        }
+        float denom = accumulate(acc + r, sum, o);
+        apply_row(param + r * cols, mr ? mr : g, cols, &denom, 0, o);
+    }
+}
+
+static int column_subsets(float *param, const float *grad, float *m, float *acc, int64_t rows, int64_t cols,
+                          const Options *o, int threads) {
+    double *sums = calloc((size_t)cols, sizeof(double));
+    float *denom = malloc(sizeof(float) * (size_t)cols);
+    if (sums == NULL || denom == NULL) {
+        free(sums);
+        free(denom);
+        return 1;
+    }
+    int use = rows * cols >= PARALLEL_MIN ? threads : 1;
+    /* pass 1: column sums of squares; each thread owns a range of columns (a multiple of 16) */
+    int64_t width = ((cols + use - 1) / use + 15) / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(use)
+    for (int t = 0; t < use; ++t) {
+        int64_t lo = t * width, hi = lo + width < cols ? lo + width : cols;
+        for (int64_t r = 0; r < rows && lo < hi; ++r) {
+            const float *g = grad + r * cols;
+            for (int64_t j = lo; j < hi; ++j) sums[j] += (double)g[j] * (double)g[j];
+        }
+    }
+    for (int64_t j = 0; j < cols; ++j) denom[j] = accumulate(acc + j, sums[j], o);
+    /* pass 2: momentum and update, row by row */
+#pragma omp parallel for schedule(static) num_threads(use)
+    for (int64_t r = 0; r < rows; ++r) {
+        const float *g = grad + r * cols;
+        float *mr = m ? m + r * cols : NULL;
+        if (mr) lerp(mr, g, cols, o->beta1_weight);
+        apply_row(param + r * cols, mr ? mr : g, cols, denom, 1, o);
+    }
+    free(sums);
+    free(denom);
+    return 0;
+}
+
+/* One step; `momentum` is NULL when the numerator is the gradient. Returns nonzero if scratch memory for
+   column subsets could not be allocated (nothing is modified then). */
+int memopt_subset_norm_step(float *param, const float *grad, float *momentum, float *acc, int64_t rows,
+                            int64_t cols, int per_column, float beta1_weight, float beta2, float one_minus_beta2,
+                            int ema, float root_correction, float eps, float decay, int decay_after,
+                            float neg_step_size, int threads) {
+    Options o = {beta1_weight, beta2, one_minus_beta2, ema, root_correction, eps, decay, decay_after, neg_step_size};
+    if (rows <= 0 || cols <= 0) return 0;
+    if (per_column) return column_subsets(param, grad, momentum, acc, rows, cols, &o, threads);
+    row_subsets(param, grad, momentum, acc, rows, cols, &o, threads);
+    return 0;
+}
