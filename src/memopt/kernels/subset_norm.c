@@ -21,8 +21,8 @@
  * fused multiply-adds as torch's vectorized CPU kernels (lerp, add with alpha); only S differs, by the
  * rounding of torch's float32 summation order.
  *
- * Rows: one pass. A row's momentum and sum of squares are computed segment by segment (each segment is still
- * in L1 for the second loop), then the row's update while it is in cache. Threads split the rows.
+ * Rows: one pass. One loop computes a row's momentum and sum of squares, a second its update while the row is
+ * still in cache. Threads split the rows.
  * Columns: two passes. The first reads g only, summing squares per column in double (threads split the
  * columns; each column is summed over all rows by one thread, so the result does not depend on the thread
  * count); the second updates m and p row by row (threads split the rows).
@@ -31,7 +31,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define SEGMENT 1024   /* elements of a row handled together by the momentum and sum-of-squares loops */
 #define LANES 8        /* independent double accumulators, so that the sum of squares vectorizes */
 #define PARALLEL_MIN 32768 /* fewer elements than this run on one thread (the fork costs more) */
 
@@ -47,26 +46,46 @@ typedef struct {
     float neg_step_size;
 } Options;
 
-/* m <- lerp(m, g, w) as torch's vectorized kernel computes it */
-static void lerp(float *m, const float *g, int64_t len, float w) {
-    if (w < 0.5f) {
-        for (int64_t i = 0; i < len; ++i) m[i] = fmaf(w, g[i] - m[i], m[i]);
-    } else {
-        float coeff = w - 1.0f;
-        for (int64_t i = 0; i < len; ++i) m[i] = fmaf(coeff, g[i] - m[i], g[i]);
-    }
-}
+/* The lanes' sums of g[0:whole]^2 in double (each product is exact), with the momentum m <- LERP(m, g) when
+   m is not NULL: one loop over LANES independent sums, so that it vectorizes. */
+#define SQUARES_LOOP(LERP)                                                                                    \
+    for (int64_t i = 0; i < whole; i += LANES)                                                                \
+        for (int k = 0; k < LANES; ++k) {                                                                     \
+            float gi = g[i + k];                                                                              \
+            m[i + k] = LERP(m[i + k], gi);                                                                    \
+            lane[k] += (double)gi * (double)gi;                                                               \
+        }
+/* torch's lerp as its vectorized kernel computes it: fma(w, g - m, m) for w < 0.5, else fma(w - 1, g - m, g) */
+#define LERP_SMALL(mi, gi) fmaf(w, (gi) - (mi), (mi))
+#define LERP_LARGE(mi, gi) fmaf(coeff, (gi) - (mi), (gi))
 
-/* sum of g^2 over g[0:len] in double (each product is exact) */
-static double sum_squares(const float *g, int64_t len) {
-    double lane[LANES] = {0};
-    int64_t i = 0;
-    for (; i + LANES <= len; i += LANES)
-        for (int k = 0; k < LANES; ++k) lane[k] += (double)g[i + k] * (double)g[i + k];
-    double total = 0.0;
-    for (; i < len; ++i) total += (double)g[i] * (double)g[i];
+/* The momentum update of m[0:len] (m NULL: none) and the sum of g^2 over g[0:len], in one loop. */
+static double momentum_and_squares(float *restrict m, const float *restrict g, int64_t len, float w) {
+    double lane[LANES] = {0}, total = 0.0;
+    int64_t whole = len - len % LANES;
+    float coeff = w - 1.0f;
+    if (m == NULL) {
+        for (int64_t i = 0; i < whole; i += LANES)
+            for (int k = 0; k < LANES; ++k) lane[k] += (double)g[i + k] * (double)g[i + k];
+    } else if (w < 0.5f) {
+        SQUARES_LOOP(LERP_SMALL)
+        for (int64_t i = whole; i < len; ++i) m[i] = LERP_SMALL(m[i], g[i]);
+    } else {
+        SQUARES_LOOP(LERP_LARGE)
+        for (int64_t i = whole; i < len; ++i) m[i] = LERP_LARGE(m[i], g[i]);
+    }
+    for (int64_t i = whole; i < len; ++i) total += (double)g[i] * (double)g[i];
     for (int k = 0; k < LANES; ++k) total += lane[k];
     return total;
+}
+
+/* the momentum update of m[0:len] alone */
+static void momentum_only(float *restrict m, const float *restrict g, int64_t len, float w) {
+    float coeff = w - 1.0f;
+    if (w < 0.5f)
+        for (int64_t i = 0; i < len; ++i) m[i] = LERP_SMALL(m[i], g[i]);
+    else
+        for (int64_t i = 0; i < len; ++i) m[i] = LERP_LARGE(m[i], g[i]);
 }
 
 /* the accumulator after this step's statistic, and the denominator it gives */
@@ -96,13 +115,7 @@ static void row_subsets(float *param, const float *grad, float *m, float *acc, i
     for (int64_t r = 0; r < rows; ++r) {
         const float *g = grad + r * cols;
         float *mr = m ? m + r * cols : NULL;
-        double sum = 0.0;
-        for (int64_t start = 0; start < cols; start += SEGMENT) {
-            int64_t len = cols - start < SEGMENT ? cols - start : SEGMENT;
-            if (mr) lerp(mr + start, g + start, len, o->beta1_weight);
-            sum += sum_squares(g + start, len);
-        }
-        float denom = accumulate(acc + r, sum, o);
+        float denom = accumulate(acc + r, momentum_and_squares(mr, g, cols, o->beta1_weight), o);
         apply_row(param + r * cols, mr ? mr : g, cols, &denom, 0, o);
     }
 }
@@ -133,7 +146,7 @@ static int column_subsets(float *param, const float *grad, float *m, float *acc,
     for (int64_t r = 0; r < rows; ++r) {
         const float *g = grad + r * cols;
         float *mr = m ? m + r * cols : NULL;
-        if (mr) lerp(mr, g, cols, o->beta1_weight);
+        if (mr) momentum_only(mr, g, cols, o->beta1_weight);
         apply_row(param + r * cols, mr ? mr : g, cols, denom, 1, o);
     }
     free(sums);
