@@ -22,10 +22,11 @@
  * rounding of torch's float32 summation order.
  *
  * Rows: one pass. One loop computes a row's momentum and sum of squares, a second its update while the row is
- * still in cache. Threads split the rows.
- * Columns: two passes. The first reads g only, summing squares per column in double (threads split the
+ * still in cache. Threads take rows in chunks as they come free (dynamic scheduling: on a busy machine a thread
+ * that was descheduled does not hold the others up).
+ * Columns: two passes. The first reads g only, summing squares per column in double (threads take blocks of
  * columns; each column is summed over all rows by one thread, so the result does not depend on the thread
- * count); the second updates m and p row by row (threads split the rows).
+ * count); the second updates m and p row by row (threads take chunks of rows).
  */
 #include <math.h>
 #include <stdint.h>
@@ -33,6 +34,8 @@
 
 #define LANES 8        /* independent double accumulators, so that the sum of squares vectorizes */
 #define PARALLEL_MIN 32768 /* fewer elements than this run on one thread (the fork costs more) */
+#define CHUNK 16384        /* about this many elements per piece of work handed to a thread */
+#define COLUMN_BLOCK 128   /* columns per piece of work in the column sums */
 
 typedef struct {
     float beta1_weight; /* 1 - beta1; unused without momentum */
@@ -111,7 +114,8 @@ static void apply_row(float *p, const float *num, int64_t len, const float *deno
 
 static void row_subsets(float *param, const float *grad, float *m, float *acc, int64_t rows, int64_t cols,
                         const Options *o, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (rows * cols >= PARALLEL_MIN)
+    int64_t chunk = CHUNK / cols > 1 ? CHUNK / cols : 1;
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(threads) if (rows * cols >= PARALLEL_MIN)
     for (int64_t r = 0; r < rows; ++r) {
         const float *g = grad + r * cols;
         float *mr = m ? m + r * cols : NULL;
@@ -130,19 +134,19 @@ static int column_subsets(float *param, const float *grad, float *m, float *acc,
         return 1;
     }
     int use = rows * cols >= PARALLEL_MIN ? threads : 1;
-    /* pass 1: column sums of squares; each thread owns a range of columns (a multiple of 16) */
-    int64_t width = ((cols + use - 1) / use + 15) / 16 * 16;
-#pragma omp parallel for schedule(static) num_threads(use)
-    for (int t = 0; t < use; ++t) {
-        int64_t lo = t * width, hi = lo + width < cols ? lo + width : cols;
-        for (int64_t r = 0; r < rows && lo < hi; ++r) {
+    int64_t chunk = CHUNK / cols > 1 ? CHUNK / cols : 1;
+    /* pass 1: column sums of squares, by blocks of columns each summed over all rows by one thread */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(use)
+    for (int64_t lo = 0; lo < cols; lo += COLUMN_BLOCK) {
+        int64_t hi = lo + COLUMN_BLOCK < cols ? lo + COLUMN_BLOCK : cols;
+        for (int64_t r = 0; r < rows; ++r) {
             const float *g = grad + r * cols;
             for (int64_t j = lo; j < hi; ++j) sums[j] += (double)g[j] * (double)g[j];
         }
     }
     for (int64_t j = 0; j < cols; ++j) denom[j] = accumulate(acc + j, sums[j], o);
     /* pass 2: momentum and update, row by row */
-#pragma omp parallel for schedule(static) num_threads(use)
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(use)
     for (int64_t r = 0; r < rows; ++r) {
         const float *g = grad + r * cols;
         float *mr = m ? m + r * cols : NULL;
