@@ -10,6 +10,7 @@ import torch
 import memopt
 from memopt.kernels import subset_norm
 from memopt.optim import dispatch
+from memopt.state import sharding
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to build the kernel"
@@ -127,3 +128,15 @@ def test_other_momentum_kinds_are_not_taken():
     param.grad = torch.ones_like(param)
     optimizer.step()
     assert _chosen(optimizer, param) == "foreach"
+
+
+def test_the_local_piece_of_a_sharded_parameter_is_refused():
+    # a sharded parameter's state reaches dispatch as a LocalState view of its DTensor entries; its subsets may
+    # need other ranks' sums (columns, chunks), so the foreach path keeps it
+    param = torch.randn(64, 128, requires_grad=True)
+    optimizer = memopt.AdamWSN([param])
+    param.grad = torch.ones_like(param)
+    optimizer.step()
+    state = optimizer.state[param]
+    assert subset_norm.eligible(param, param.grad, state)
+    assert not subset_norm.eligible(param, param.grad, sharding.LocalState(state))

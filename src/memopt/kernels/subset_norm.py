@@ -19,12 +19,12 @@ import ctypes
 import functools
 
 import torch
-from torch.distributed.tensor import DTensor
 
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
 from memopt.estimators.second_moment import effective_eps, root_correction
 from memopt.estimators.subset_norm import subset_partition
 from memopt.kernels.build import load
+from memopt.state import sharding
 from memopt.state.formats import QuantizedState
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
@@ -60,8 +60,11 @@ def group_applies(group: dict, momentum: MomentumEstimator, second: SecondMoment
 
 
 def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
-    """Whether ``param`` is a contiguous float32 CPU tensor (not sharded) whose every state tensor is a
-    plain contiguous float32 CPU tensor (no 8-bit, 16-bit or sharded state)."""
+    """Whether ``param`` is a contiguous float32 CPU tensor whose every state tensor is a plain contiguous
+    float32 CPU tensor (no 8-bit or 16-bit state). The local piece of a sharded parameter (its state seen
+    through :class:`~memopt.state.sharding.LocalState`) is refused: its subsets may need other ranks' sums."""
+    if isinstance(state, sharding.LocalState):
+        return False
     if not (
         param.device.type == "cpu"
         and param.dtype == torch.float32
@@ -71,7 +74,7 @@ def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
     ):
         return False
     for value in state.values():
-        if isinstance(value, (QuantizedState, DTensor)):
+        if isinstance(value, QuantizedState):
             return False
         if torch.is_tensor(value) and not (
             value.dtype == torch.float32 and value.device.type == "cpu" and value.is_contiguous()
@@ -100,9 +103,15 @@ def step(steps: list[ParamStep], group: dict, momentum: MomentumEstimator, step_
             continue
         (rows, cols), reduce_dim = subset_partition(tuple(ps.shape), group["subset_size"])
         grad = ps.grad.contiguous()  # kept referenced while the kernel reads it
+        acc = ps.state["subset_sq"]
+        if ps.work.numel() != rows * cols or acc.numel() != (cols if reduce_dim == 0 else rows):
+            raise RuntimeError(
+                f"internal error: the Subset-Norm kernel got {ps.name} as a {tuple(ps.work.shape)} piece with "
+                f"{acc.numel()} accumulators for a ({rows}, {cols}) partition; only whole tensors are eligible"
+            )
         failed = library.memopt_subset_norm_step(
             _ptr(ps.work), _ptr(grad), _ptr(ps.state["exp_avg"] if uses_momentum else None),
-            _ptr(ps.state["subset_sq"]), rows, cols, int(reduce_dim == 0),
+            _ptr(acc), rows, cols, int(reduce_dim == 0),
             1 - beta1, beta2, 1 - beta2, int(beta2 != 1), root_correction(group, ps.step),
             effective_eps(group, ps.step), decay, decay_after, -size, threads,
         )  # fmt: skip
