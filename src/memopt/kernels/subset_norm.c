@@ -12,7 +12,7 @@
  *
  *   m   = m + beta1_weight (g - m)                          (torch's lerp; its large-weight form when
  *                                                            beta1_weight >= 0.5)
- *   S   = sum over the subset of g^2                         (in double, then rounded to float32)          
+ *   S   = sum over the subset of g^2                         (in double, then rounded to float32)
  *   acc = beta2 acc + (1 - beta2) S    (ema)  or  acc + S    (beta2 = 1, AdaGrad)
  *   D   = sqrt(acc) / root_correction + eps
  *   p   = decay p  (before the update)  ;  p = p - step_size N / D  ;  p = decay p  (after the update)
