@@ -22,7 +22,9 @@ Registered, in order:
    moments are 8-bit codes, float32 CPU parameters;
 2. ``torch_fused_adam``: torch's fused Adam/AdamW (:mod:`memopt.optim.fused`) for AdamW groups with state
    in the parameter's dtype (float32/float64);
-3. ``foreach``: the estimators' ``*_many`` methods (``torch._foreach_*``) for any group with state in the
+3. ``subset_norm_kernel``: the one-pass C kernel (:mod:`memopt.kernels.subset_norm`) for Subset-Norm groups
+   with EMA momentum or none (Adam-, RMSProp-, AdaGrad-SN), float32 CPU parameters with float32 state;
+4. ``foreach``: the estimators' ``*_many`` methods (``torch._foreach_*``) for any group with state in the
    parameter's dtype.
 
 ``foreach=False`` in a group, and RMSProp's ``update_momentum``, send every parameter to the reference path.
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
-from memopt.kernels import adamw8bit, triton_steps
+from memopt.kernels import adamw8bit, subset_norm, triton_steps
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
 from memopt.state.formats import QuantizedState
 
@@ -167,6 +169,17 @@ register_implementation(
         param_applies=state_in_param_dtype,
         step=lambda steps, group, momentum, second: fused_adam_step(steps, group),
         traceable=False,  # its step tensors, made per call, cannot be mutated inside a compiled graph
+    )
+)
+register_implementation(
+    Implementation(
+        "subset_norm_kernel",
+        group_applies=subset_norm.group_applies,
+        param_applies=subset_norm.eligible,
+        step=lambda steps, group, momentum, second: subset_norm.step(
+            steps, group, momentum, [step_size(group, momentum, ps.step) for ps in steps]
+        ),
+        traceable=False,  # a C call through ctypes
     )
 )
 register_implementation(
