@@ -39,6 +39,8 @@ from memopt.state.sharding import ShardSpec
 BASIS_TYPES = ("svd", "randomized")
 SELECTION_TYPES = ("topk", "uniform")
 PROJ_TYPES = BASIS_TYPES + SELECTION_TYPES
+#: the layouts of basis projectors (the others select rows or columns)
+BASIS_LAYOUTS = ("right", "left")
 #: projectors that draw random numbers (from a generator seeded per parameter and step)
 RANDOM_TYPES = ("randomized", "uniform")
 
@@ -145,21 +147,51 @@ def _local_rows(state: dict, spec: ShardSpec) -> tuple[torch.Tensor, torch.Tenso
     return held, indices[held] - spec.start
 
 
-def down(x: torch.Tensor, state: dict, spec: ShardSpec | None = None) -> torch.Tensor:
+def matmul(
+    a: torch.Tensor, b: torch.Tensor, *, out: torch.Tensor | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``a @ b`` in ``a``'s dtype, into ``out`` when given.
+
+    ``dtype=None`` multiplies in the operands' dtype (one ``mm``). ``dtype=torch.bfloat16`` rounds both
+    operands to bfloat16 and accumulates the products in float32: on CUDA with ``out_dtype=torch.float32``;
+    on CPU torch's bfloat16 ``mm`` accumulates in float32 inside the kernel and rounds its result to bfloat16.
+    """
+    if dtype is None or dtype == a.dtype:
+        return torch.mm(a, b, out=out)
+    low_a, low_b = a.to(dtype), b.to(dtype)
+    if a.device.type == "cuda":
+        product = torch.mm(low_a, low_b, out_dtype=torch.float32)
+    else:  # no mixed-precision mm on CPU
+        product = torch.mm(low_a, low_b)
+    if out is None:
+        return product.to(a.dtype)
+    return out.copy_(product)
+
+
+def down(
+    x: torch.Tensor,
+    state: dict,
+    spec: ShardSpec | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    matmul_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
     """``P(x)`` for a gradient-shaped ``x`` (this rank's rows of it under ``spec``); replicated for the
-    ``left`` and ``rows`` layouts, this rank's rows for ``right`` and ``cols``."""
+    ``left`` and ``rows`` layouts, this rank's rows for ``right`` and ``cols``. ``out``: a buffer of
+    ``P(x)``'s shape and ``x``'s dtype to write it into (not used for the sharded ``left`` and ``rows``
+    layouts, which all-reduce a partial result); ``matmul_dtype``: see :func:`matmul`."""
     layout = state["sm_layout"]
     spec = spec or sharding.whole(x.shape)
     if layout == "right":
-        return x @ state["sm_basis"].to(x.dtype).T
+        return matmul(x, state["sm_basis"].to(x.dtype).T, out=out, dtype=matmul_dtype)
     if layout == "cols":
-        return x.index_select(1, state["sm_indices"])
+        return torch.index_select(x, 1, state["sm_indices"], out=out)
     if not spec.sharded:
         if layout == "left":
-            return state["sm_basis"].to(x.dtype) @ x
-        return x.index_select(0, state["sm_indices"])
+            return matmul(state["sm_basis"].to(x.dtype), x, out=out, dtype=matmul_dtype)
+        return torch.index_select(x, 0, state["sm_indices"], out=out)
     if layout == "left":
-        projected = state["sm_basis"][:, spec.start : spec.stop].to(x.dtype) @ x
+        projected = matmul(state["sm_basis"][:, spec.start : spec.stop].to(x.dtype), x, dtype=matmul_dtype)
     else:
         held, rows = _local_rows(state, spec)
         projected = x.new_zeros((state["sm_indices"].numel(), x.shape[1]))
@@ -181,6 +213,38 @@ def up(y: torch.Tensor, state: dict, shape: tuple[int, int], spec: ShardSpec | N
         return torch.zeros(shape, dtype=y.dtype, device=y.device).index_copy_(0, state["sm_indices"], y)
     held, rows = _local_rows(state, spec)
     return torch.zeros(shape, dtype=y.dtype, device=y.device).index_copy_(0, rows, y[held])
+
+
+def add_up(
+    base: torch.Tensor,
+    y: torch.Tensor,
+    state: dict,
+    spec: ShardSpec | None = None,
+    *,
+    matmul_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``base + P*(y)`` as a new tensor of ``base``'s shape (this rank's rows under ``spec``), with no
+    temporary of that shape besides the result: the back-projection is written into the result, then
+    ``base`` added in place (basis projectors), or ``base``'s selected rows/columns get ``y`` added
+    (selection projectors). Equal to ``base + up(y, ...)``: float addition commutes, so the result is bit for
+    bit the same (a selection projector leaves a ``-0.0`` of ``base`` outside the selection as it is).
+
+    ``torch.addmm(base, ...)`` would save the in-place pass, but the BLAS may then accumulate the products into
+    ``base`` in another order (MKL does for small matrices), which rounds differently."""
+    layout = state["sm_layout"]
+    spec = spec or sharding.whole(base.shape)
+    if layout in BASIS_LAYOUTS:
+        if layout == "right":
+            product = matmul(y, state["sm_basis"].to(y.dtype), dtype=matmul_dtype)
+        else:
+            product = matmul(state["sm_basis"][:, spec.start : spec.stop].to(y.dtype).T, y, dtype=matmul_dtype)
+        return product.add_(base)
+    if layout == "cols":
+        return base.index_add(1, state["sm_indices"], y)
+    if not spec.sharded:
+        return base.index_add(0, state["sm_indices"], y)
+    held, rows = _local_rows(state, spec)
+    return base.index_add(0, rows, y[held])
 
 
 def carry(momentum: torch.Tensor, old: dict, new: dict) -> torch.Tensor:

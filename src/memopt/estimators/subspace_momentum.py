@@ -30,7 +30,21 @@ the basis computed once and broadcast, so every rank holds the same, replicated 
 parameter's (tall matrices with a basis, wide ones with selected columns) and replicated otherwise.
 Hyperparameters: ``rank`` (``None``: plain EMA momentum for the group), ``update_proj_gap``, ``proj_schedule``,
 ``proj_type`` (``"svd"``, ``"randomized"``, ``"topk"``, ``"uniform"``), ``proj_policy``, ``proj_seed`` (random
-projectors draw from a generator seeded by it, the parameter's position in the optimizer and the step).
+projectors draw from a generator seeded by it, the parameter's position in the optimizer and the step),
+``proj_matmul_dtype``.
+
+``proj_matmul_dtype`` (default ``None``: the two projections multiply in the gradient's compute dtype, float32
+for float32 parameters): ``"bfloat16"`` rounds the operands of both projections ``G Q^T`` and ``M Q`` (or
+``Q G`` and ``Q^T M``) to bfloat16 and accumulates in float32 (:func:`.projectors.matmul`), where a device
+multiplies bfloat16 faster (GPU tensor cores, CPUs with AMX or AVX512-BF16); the numerator then differs from
+the float32 one by about bfloat16's precision relative to ``P*(M_t - P(g))`` (tests: within 1% in norm). On
+CPUs without bfloat16 instructions it is slower (see docs/benchmarks.md). Selection projectors (``topk``,
+``uniform``) do not multiply, so it does not apply to them.
+
+Cost of a regular step (basis projectors, ``m x n`` matrix, rank ``r``): two products of ``2 m n r`` flops,
+``P(g)`` computed once and used for both the momentum and the orthogonal-complement term; the numerator
+``g + P*(M_t - P(g))`` is one ``addmm`` (``g`` enters as the ``beta * C`` term), and ``M_t - P(g)`` overwrites
+``P(g)``'s buffer, which the fast path shares between the matrices of one projected shape.
 """
 
 from __future__ import annotations
@@ -46,6 +60,8 @@ from memopt.validation import check_choice, check_positive_int, name_list
 
 PROJ_POLICIES = ("reset", "keep", "transform")
 PROJ_SCHEDULES = ("sn-sm", "galore")
+#: ``proj_matmul_dtype`` -> the dtype the projections multiply in (None: the gradient's compute dtype)
+MATMUL_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bfloat16": torch.bfloat16}
 
 
 def rebuilds_at(step: int, group: dict) -> bool:
@@ -111,6 +127,7 @@ class SubspaceMomentum(MomentumEstimator):
         "proj_policy": "reset",
         "proj_seed": 0,
         "proj_schedule": "sn-sm",
+        "proj_matmul_dtype": None,
     }
 
     def validate_group(self, group: dict) -> None:
@@ -119,6 +136,11 @@ class SubspaceMomentum(MomentumEstimator):
         check_choice("proj_type", group["proj_type"], projectors.PROJ_TYPES)
         check_choice("proj_policy", group["proj_policy"], PROJ_POLICIES)
         check_choice("proj_schedule", group["proj_schedule"], PROJ_SCHEDULES)
+        if group["proj_matmul_dtype"] not in MATMUL_DTYPES:
+            raise ValueError(
+                f"Invalid proj_matmul_dtype: {group['proj_matmul_dtype']!r}. Choose None (multiply in the "
+                "gradient's dtype) or 'bfloat16' (bfloat16 operands, float32 accumulation)."
+            )
         if not isinstance(group["proj_seed"], int):
             raise ValueError(f"Invalid proj_seed: {group['proj_seed']!r}. proj_seed must be an integer.")
 
@@ -160,14 +182,33 @@ class SubspaceMomentum(MomentumEstimator):
             momentum.copy_(projectors.carry(momentum, old, state))
 
     def numerator(self, ps: ParamStep, group: dict) -> torch.Tensor:
+        return self._numerator(ps, group, None)
+
+    def numerator_many(self, steps: list[ParamStep], group: dict) -> list[torch.Tensor]:
+        """The numerators of a group, with one ``P(g)`` buffer per projected shape shared by its matrices."""
+        workspace: dict[tuple, torch.Tensor] = {}
+        return [self._numerator(ps, group, workspace) for ps in steps]
+
+    def _numerator(self, ps: ParamStep, group: dict, workspace: dict[tuple, torch.Tensor] | None) -> torch.Tensor:
+        """``g + P*(M_t - P(g))`` with ``P(g)`` computed once (into a ``workspace`` buffer when given) and the
+        back-projection added to ``g`` inside the matrix product (``addmm``): no ``m x n`` temporary besides
+        the numerator itself."""
         g = ps.grad
         momentum = ps.load("sm_exp_avg", g.dtype)
         if rebuilds_at(ps.step, group):
             self._refresh(ps, group, momentum)
-        projected = projectors.down(g, ps.state, ps.shard)
+        matmul_dtype = MATMUL_DTYPES[group["proj_matmul_dtype"]]
+        buffer = None
+        if workspace is not None:
+            key = (tuple(momentum.shape), g.dtype, g.device)
+            buffer = workspace.get(key)
+            if buffer is None:
+                buffer = workspace[key] = torch.empty(momentum.shape, dtype=g.dtype, device=g.device)
+        projected = projectors.down(g, ps.state, ps.shard, out=buffer, matmul_dtype=matmul_dtype)
         momentum.lerp_(projected, 1 - group["betas"][0])
         ps.store("sm_exp_avg", momentum)
-        return g + projectors.up(momentum - projected, ps.state, tuple(g.shape), ps.shard)
+        residual = torch.sub(momentum, projected, out=projected)  # M_t - P(g), over P(g)'s buffer
+        return projectors.add_up(g, residual, ps.state, ps.shard, matmul_dtype=matmul_dtype)
 
     def bias_correction(self, group: dict, step: int) -> float:
         return ema_bias_correction(group, step)
