@@ -93,7 +93,13 @@ def _subset_norm_settings(
 
 
 def _subspace_settings(
-    rank: int | None, update_proj_gap: int, proj_type: str, proj_policy: str, proj_seed: int, proj_schedule: str
+    rank: int | None,
+    update_proj_gap: int,
+    proj_type: str,
+    proj_policy: str,
+    proj_seed: int,
+    proj_schedule: str,
+    proj_matmul_dtype: str | None,
 ) -> dict[str, Any]:
     return dict(
         momentum_type="subspace",
@@ -103,6 +109,7 @@ def _subspace_settings(
         proj_policy=proj_policy,
         proj_seed=proj_seed,
         proj_schedule=proj_schedule,
+        proj_matmul_dtype=proj_matmul_dtype,
     )
 
 
@@ -140,7 +147,8 @@ class AdamWSNSM(AdamWSN):
     ``M_t = beta1 M + (1 - beta1) P(g)``; ``N_t = P*(M_t) + (g - P*(P(g)))``; the Subset-Norm denominator
     is computed from the full gradient; ``theta <- theta (1 - lr wd) - lr / (1 - beta1^t) * N_t / D_t``.
     ``rank``, ``update_proj_gap``, ``proj_type`` (``svd``, ``randomized``, ``topk``, ``uniform``) and
-    ``proj_policy`` (``reset``, ``keep``, ``transform``) are described in
+    ``proj_policy`` (``reset``, ``keep``, ``transform``) and ``proj_matmul_dtype`` (``None``: the projections
+    multiply in the gradient's dtype; ``"bfloat16"``: bfloat16 operands, float32 accumulation) are described in
     :mod:`memopt.estimators.subspace_momentum`. Parameters must be matrices unless their group has
     ``rank=None``.
     """
@@ -160,13 +168,17 @@ class AdamWSNSM(AdamWSN):
         proj_seed: int = 0,
         proj_schedule: str = "sn-sm",
         *,
+        proj_matmul_dtype: str | None = None,
         maximize: bool = False,
         foreach: bool | None = None,
         **settings: Any,
     ) -> None:
+        subspace = _subspace_settings(
+            rank, update_proj_gap, proj_type, proj_policy, proj_seed, proj_schedule, proj_matmul_dtype
+        )
         super().__init__(
-            params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach,
-            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed, proj_schedule), **settings,
+            params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach, **subspace,
+            **settings,
         )  # fmt: skip
 
 
@@ -214,13 +226,16 @@ class AdaGradSNSM(AdaGradSN):
         proj_seed: int = 0,
         proj_schedule: str = "sn-sm",
         *,
+        proj_matmul_dtype: str | None = None,
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
+        subspace = _subspace_settings(
+            rank, update_proj_gap, proj_type, proj_policy, proj_seed, proj_schedule, proj_matmul_dtype
+        )
         super().__init__(
-            params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach,
-            **_subspace_settings(rank, update_proj_gap, proj_type, proj_policy, proj_seed, proj_schedule),
-        )  # fmt: skip
+            params, lr, betas, eps, weight_decay, subset_size, maximize=maximize, foreach=foreach, **subspace
+        )
 
 
 class RMSPropSN(MemoptOptimizer):
@@ -341,9 +356,11 @@ class AdamWSNSM8bit(AdamWSNSM):
         proj_schedule: str = "sn-sm",
         quant_block_size: int = 256,
         *,
+        proj_matmul_dtype: str | None = None,
         maximize: bool = False,
     ) -> None:
         super().__init__(
             params, lr, betas, eps, weight_decay, subset_size, rank, update_proj_gap, proj_type, proj_policy,
-            proj_seed, proj_schedule, maximize=maximize, state_storage="8bit", quant_block_size=quant_block_size,
+            proj_seed, proj_schedule, proj_matmul_dtype=proj_matmul_dtype, maximize=maximize, state_storage="8bit",
+            quant_block_size=quant_block_size,
         )  # fmt: skip
