@@ -42,9 +42,10 @@ CPUs without bfloat16 instructions it is slower (see docs/benchmarks.md). Select
 ``uniform``) do not multiply, so it does not apply to them.
 
 Cost of a regular step (basis projectors, ``m x n`` matrix, rank ``r``): two products of ``2 m n r`` flops,
-``P(g)`` computed once and used for both the momentum and the orthogonal-complement term; the numerator
-``g + P*(M_t - P(g))`` is one ``addmm`` (``g`` enters as the ``beta * C`` term), and ``M_t - P(g)`` overwrites
-``P(g)``'s buffer, which the fast path shares between the matrices of one projected shape.
+``P(g)`` computed once and used for both the momentum and the orthogonal-complement term; ``M_t - P(g)``
+overwrites ``P(g)``'s buffer, which the fast path shares between the matrices of one projected shape; the
+back-projection is written into the numerator and ``g`` added in place (:func:`.projectors.add_up`), so the
+only ``m x n`` tensor a step allocates is the numerator, bit for bit ``g + P*(M_t - P(g))``.
 """
 
 from __future__ import annotations
@@ -190,9 +191,8 @@ class SubspaceMomentum(MomentumEstimator):
         return [self._numerator(ps, group, workspace) for ps in steps]
 
     def _numerator(self, ps: ParamStep, group: dict, workspace: dict[tuple, torch.Tensor] | None) -> torch.Tensor:
-        """``g + P*(M_t - P(g))`` with ``P(g)`` computed once (into a ``workspace`` buffer when given) and the
-        back-projection added to ``g`` inside the matrix product (``addmm``): no ``m x n`` temporary besides
-        the numerator itself."""
+        """``g + P*(M_t - P(g))`` with ``P(g)`` computed once (into a ``workspace`` buffer when given, keyed by
+        shape, dtype and device) and no ``m x n`` temporary besides the numerator itself."""
         g = ps.grad
         momentum = ps.load("sm_exp_avg", g.dtype)
         if rebuilds_at(ps.step, group):
