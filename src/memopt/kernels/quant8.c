@@ -20,8 +20,9 @@ void memopt_q8_codes(const float *y, uint8_t *codes, int64_t n, const float *mid
     q8_init(&map, mid, is_signed);
     int64_t i = 0;
 #ifdef __AVX2__
+    Q8Vec vec = q8_vec(&map);
     if (vector)
-        for (; i + 8 <= n; i += 8) q8_store8(codes + i, q8_code8(_mm256_loadu_ps(y + i), &map));
+        for (; i + 8 <= n; i += 8) q8_store8(codes + i, q8_code8(_mm256_loadu_ps(y + i), &vec));
 #else
     (void)vector;
 #endif

@@ -83,16 +83,37 @@ static inline uint8_t q8_code(float y, const Q8Map *map) {
 }
 
 #ifdef __AVX2__
+/* a map's constants in registers (loaded once per block: the byte stores of codes could alias the map's
+   fields, so the compiler would reload them for every 8 values) */
+typedef struct {
+    __m256 threshold[6], slope, shift, top;
+    __m256i first;
+    const float *mid;
+    int is_signed;
+} Q8Vec;
+
+static inline Q8Vec q8_vec(const Q8Map *map) {
+    Q8Vec v;
+    for (int j = 0; j < 6; ++j) v.threshold[j] = _mm256_set1_ps(map->threshold[j]);
+    v.slope = _mm256_loadu_ps(map->slope);
+    v.shift = _mm256_loadu_ps(map->shift);
+    v.top = _mm256_loadu_ps(map->top);
+    v.first = _mm256_loadu_si256((const __m256i *)map->first);
+    v.mid = map->mid;
+    v.is_signed = map->is_signed;
+    return v;
+}
+
 /* the nearest codes of 8 values in [-1, 1], as int32 lanes */
-static inline __m256i q8_code8(__m256 y, const Q8Map *map) {
+static inline __m256i q8_code8(__m256 y, const Q8Vec *map) {
     __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), y);
     __m256i d = _mm256_setzero_si256();
     for (int j = 0; j < 6; ++j) /* a true comparison is -1 */
-        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, _mm256_set1_ps(map->threshold[j]), _CMP_GE_OQ)));
-    __m256 slope = _mm256_permutevar8x32_ps(_mm256_loadu_ps(map->slope), d);
-    __m256 shift = _mm256_permutevar8x32_ps(_mm256_loadu_ps(map->shift), d);
-    __m256 top = _mm256_permutevar8x32_ps(_mm256_loadu_ps(map->top), d);
-    __m256i first = _mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)map->first), d);
+        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, map->threshold[j], _CMP_GE_OQ)));
+    __m256 slope = _mm256_permutevar8x32_ps(map->slope, d);
+    __m256 shift = _mm256_permutevar8x32_ps(map->shift, d);
+    __m256 top = _mm256_permutevar8x32_ps(map->top, d);
+    __m256i first = _mm256_permutevar8x32_epi32(map->first, d);
     __m256 t = _mm256_sub_ps(_mm256_mul_ps(a, slope), shift);
     t = _mm256_max_ps(t, _mm256_set1_ps(-1.0f)); /* the second operand when t is NaN */
     t = _mm256_min_ps(t, top);
@@ -122,10 +143,11 @@ static void q8_quantize_block(const float *x, uint8_t *codes, int64_t len, float
     int64_t i = 0;
 #ifdef __AVX2__
     __m256 s = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-1.0f), hi = _mm256_set1_ps(1.0f);
+    Q8Vec vec = q8_vec(map);
     for (; i + 8 <= len; i += 8) {
         __m256 y = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
         y = _mm256_min_ps(hi, _mm256_max_ps(lo, y)); /* the second operand when one is NaN: NaN stays NaN */
-        q8_store8(codes + i, q8_code8(y, map));
+        q8_store8(codes + i, q8_code8(y, &vec));
     }
 #endif
     for (; i < len; ++i) {
