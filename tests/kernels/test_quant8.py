@@ -149,3 +149,9 @@ def test_engine_optimizers_with_8_bit_state_step_as_on_the_torch_path(name, keys
 def test_the_engine_registers_the_kernel():
     assert formats._8BIT_KERNEL is quant8.KERNEL
     assert quant8.available()
+
+
+def test_the_vector_and_one_element_paths_agree_on_nan_and_infinity():
+    values = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), 0.5, -0.5, 0.0, -0.0] * 2)
+    for signed in (True, False):
+        assert torch.equal(quant8.nearest_codes(values, signed), quant8.nearest_codes(values, signed, vector=False))

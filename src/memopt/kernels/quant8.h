@@ -14,15 +14,17 @@
  * every integer t (at k + 1/2 inside a decade, at -0.3 between decades, at n - 3/4 below +1.0), so the
  * float32 rounding of t (about 1e-5) and a decade chosen on the wrong side of a power of ten (t is then
  * within 1e-5 of -1/2 or n_d - 1/2, where both decades give the same c) never move c by a code.
- * One comparison with the exact float32 midpoint mid[c] (the table memopt.state.quantization._midpoints,
- * passed in) then gives the nearest code with the reference's tie rule (a tie goes to the lower code):
- *     y >= 0:          code = c + (a > mid[c])
- *     y < 0 (signed):  code = max(0, 254 - c - (a >= mid[c]))    (the mirror image; -1.0 is no code)
- *     y < 0 (unsigned): code = 0                                  (every midpoint is positive)
- * The decade is the number of powers of ten 1e-6 .. 1e-1 at or below a (six broadcast comparisons), its
- * constants come from 8-entry tables (one in-register permute each with AVX2), and mid[c] is one gather:
- * no data-dependent branch and no 16 KiB table. tests/kernels/test_quant8.py compares every code with the
- * torch reference (quantization.nearest_codes) over all float32 exponents, midpoints and their neighbours.
+ * One comparison with the exact float32 midpoint then gives the nearest code with the reference's tie rule
+ * (a tie goes to the lower code), mid being the table memopt.state.quantization._midpoints, passed in:
+ *     y >= 0:           code = c + (y > mid[c])
+ *     y < 0 (signed):   c' = max(0, 253 - c), code = c' + (y > mid[c'])   (the mirror image of c + 1 is the
+ *                       code just below y; the signed map has no -1.0, hence the 0)
+ *     y < 0 (unsigned): c' = 0, code = c' + (y > mid[0]) = 0               (every midpoint is positive)
+ * The decade is the number of powers of ten 1e-6 .. 1e-1 at or below a (six integer comparisons of bit
+ * patterns), its constants come from 8-entry tables (one in-register permute each with AVX2) and mid[c']
+ * is one gather: no data-dependent branch and no 16 KiB table. A NaN gets the same (meaningless) code on
+ * both paths. tests/kernels/test_quant8.py compares every code with the torch reference
+ * (quantization.nearest_codes) over all float32 exponents, every midpoint and its neighbours.
  */
 #ifndef MEMOPT_QUANT8_H
 #define MEMOPT_QUANT8_H
@@ -39,11 +41,12 @@
 typedef struct {
     const float *mid;     /* the 255 midpoints between consecutive codes (then +inf): the reference's */
     int is_signed;
-    float threshold[6];   /* 1e-6 .. 1e-1: a magnitude's decade is how many of these are <= it */
+    int32_t below[6];     /* the bit patterns of 1e-6 .. 1e-1, less one: a magnitude's decade is how many of
+                             these its bit pattern exceeds (non-negative floats order like their bits) */
     float slope[8];       /* n_d 10^(6-d) / 0.9 */
-    float shift[8];       /* 0.1 n_d / 0.9 + 1/2 */
-    float top[8];         /* n_d - 1: the largest in-decade position */
-    int32_t first[8];     /* the code index of v(d, 0) */
+    float shift[8];       /* 0.1 n_d / 0.9 - 1/2: the position plus one, u = t + 1 >= 0 after clamping */
+    float top[8];         /* n_d: the largest position plus one */
+    int32_t first[8];     /* the code index of v(d, 0), less one */
 } Q8Map;
 
 /* the constants of the signed or unsigned map (computed here: c's exactness does not depend on them being
@@ -56,12 +59,16 @@ static void q8_init(Q8Map *map, const float *mid, int is_signed) {
         int dd = d < Q8_DECADES ? d : Q8_DECADES - 1; /* entry 7 is never selected; keep it valid */
         double n = is_signed ? (double)(1 << dd) : (double)(2 << dd);
         map->slope[d] = (float)(n * pow(10.0, 6 - dd) / 0.9);
-        map->shift[d] = (float)(0.1 * n / 0.9 + 0.5);
-        map->top[d] = (float)(n - 1);
-        map->first[d] = d < Q8_DECADES ? first : map->first[d - 1];
+        map->shift[d] = (float)(0.1 * n / 0.9 - 0.5);
+        map->top[d] = (float)n;
+        map->first[d] = d < Q8_DECADES ? first - 1 : map->first[d - 1];
         if (d < Q8_DECADES) first += (int32_t)n;
     }
-    for (int j = 0; j < 6; ++j) map->threshold[j] = (float)pow(10.0, j - 6);
+    for (int j = 0; j < 6; ++j) {
+        float power = (float)pow(10.0, j - 6);
+        memcpy(&map->below[j], &power, sizeof power);
+        map->below[j] -= 1;
+    }
 }
 
 /* the nearest code of y in [-1, 1] (a NaN gets the zero code), one element at a time */
@@ -69,24 +76,23 @@ static inline uint8_t q8_code(float y, const Q8Map *map) {
     uint32_t bits;
     memcpy(&bits, &y, sizeof bits);
     float a = fabsf(y);
+    int32_t magnitude = (int32_t)(bits & 0x7fffffffu);
     int d = 0;
-    for (int j = 0; j < 6; ++j) d += a >= map->threshold[j];
-    float t = a * map->slope[d] - map->shift[d];
-    t = t > -1.0f ? t : -1.0f; /* NaN -> -1 */
-    t = t < map->top[d] ? t : map->top[d];
-    int32_t c = map->first[d] + (int32_t)floorf(t);
-    float m = map->mid[c];
-    if (!(bits >> 31)) return (uint8_t)(c + (a > m));
-    if (!map->is_signed) return 0;
-    int32_t code = 254 - c - (a >= m);
-    return (uint8_t)(code > 0 ? code : 0);
+    for (int j = 0; j < 6; ++j) d += magnitude > map->below[j];
+    float u = a * map->slope[d] - map->shift[d];
+    u = u > 0.0f ? u : 0.0f; /* NaN -> 0 */
+    u = u < map->top[d] ? u : map->top[d];
+    int32_t c = map->first[d] + (int32_t)u; /* truncation: the floor of u >= 0 */
+    if (bits >> 31) c = map->is_signed ? (c < 253 ? 253 - c : 0) : 0; /* the mirror image: the code below y */
+    return (uint8_t)(c + (y > map->mid[c]));
 }
 
 #ifdef __AVX2__
 /* a map's constants in registers (loaded once per block: the byte stores of codes could alias the map's
    fields, so the compiler would reload them for every 8 values) */
 typedef struct {
-    __m256 threshold[6], slope, shift, top;
+    __m256i below[6];
+    __m256 slope, shift, top;
     __m256i first;
     const float *mid;
     int is_signed;
@@ -94,7 +100,7 @@ typedef struct {
 
 static inline Q8Vec q8_vec(const Q8Map *map) {
     Q8Vec v;
-    for (int j = 0; j < 6; ++j) v.threshold[j] = _mm256_set1_ps(map->threshold[j]);
+    for (int j = 0; j < 6; ++j) v.below[j] = _mm256_set1_epi32(map->below[j]);
     v.slope = _mm256_loadu_ps(map->slope);
     v.shift = _mm256_loadu_ps(map->shift);
     v.top = _mm256_loadu_ps(map->top);
@@ -107,26 +113,23 @@ static inline Q8Vec q8_vec(const Q8Map *map) {
 /* the nearest codes of 8 values in [-1, 1], as int32 lanes */
 static inline __m256i q8_code8(__m256 y, const Q8Vec *map) {
     __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), y);
-    __m256i d = _mm256_setzero_si256();
-    for (int j = 0; j < 6; ++j) /* a true comparison is -1 */
-        d = _mm256_sub_epi32(d, _mm256_castps_si256(_mm256_cmp_ps(a, map->threshold[j], _CMP_GE_OQ)));
+    __m256i magnitude = _mm256_castps_si256(a), d = _mm256_setzero_si256();
+    for (int j = 0; j < 6; ++j) /* integer comparisons (more ports than float ones); true is -1 */
+        d = _mm256_sub_epi32(d, _mm256_cmpgt_epi32(magnitude, map->below[j]));
     __m256 slope = _mm256_permutevar8x32_ps(map->slope, d);
     __m256 shift = _mm256_permutevar8x32_ps(map->shift, d);
     __m256 top = _mm256_permutevar8x32_ps(map->top, d);
     __m256i first = _mm256_permutevar8x32_epi32(map->first, d);
-    __m256 t = _mm256_sub_ps(_mm256_mul_ps(a, slope), shift);
-    t = _mm256_max_ps(t, _mm256_set1_ps(-1.0f)); /* the second operand when t is NaN */
-    t = _mm256_min_ps(t, top);
-    __m256i c = _mm256_add_epi32(first, _mm256_cvttps_epi32(_mm256_floor_ps(t)));
-    __m256 m = _mm256_i32gather_ps(map->mid, c, 4);
-    __m256i above = _mm256_castps_si256(_mm256_cmp_ps(a, m, _CMP_GT_OQ));
+    __m256 u = _mm256_sub_ps(_mm256_mul_ps(a, slope), shift);
+    u = _mm256_max_ps(u, _mm256_setzero_ps()); /* the second operand when u is NaN */
+    u = _mm256_min_ps(u, top);
+    __m256i c = _mm256_add_epi32(first, _mm256_cvttps_epi32(u));
     __m256i negative = _mm256_srai_epi32(_mm256_castps_si256(y), 31);
-    __m256i positive_code = _mm256_sub_epi32(c, above);
-    if (!map->is_signed) return _mm256_andnot_si256(negative, positive_code);
-    __m256i at_least = _mm256_castps_si256(_mm256_cmp_ps(a, m, _CMP_GE_OQ));
-    __m256i negative_code = _mm256_max_epi32(
-        _mm256_add_epi32(_mm256_sub_epi32(_mm256_set1_epi32(254), c), at_least), _mm256_setzero_si256());
-    return _mm256_blendv_epi8(positive_code, negative_code, negative);
+    __m256i mirrored = map->is_signed ? _mm256_max_epi32(_mm256_sub_epi32(_mm256_set1_epi32(253), c), _mm256_setzero_si256())
+                                      : _mm256_setzero_si256();
+    c = _mm256_blendv_epi8(c, mirrored, negative);
+    __m256 m = _mm256_i32gather_ps(map->mid, c, 4);
+    return _mm256_sub_epi32(c, _mm256_castps_si256(_mm256_cmp_ps(y, m, _CMP_GT_OQ)));
 }
 
 /* 8 int32 codes (0..255) stored as 8 bytes */
