@@ -116,7 +116,6 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess:
 _STEP = """
     import warnings, torch, memopt
     from memopt.kernels import adamw8bit
-from memopt.state import formats
     warnings.simplefilter("always")
     param = torch.zeros(64, 128, requires_grad=True)
     optimizer = memopt.AdamW8bit([param])
