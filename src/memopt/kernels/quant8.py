@@ -66,23 +66,31 @@ def nearest_codes(normalized: torch.Tensor, signed: bool, *, vector: bool = True
     return codes
 
 
-def _in_memory(*tensors: torch.Tensor) -> bool:
-    """Contiguous CPU tensors with data (not the fake tensors of the memory planner or of a compiled graph)."""
-    return not torch.compiler.is_compiling() and all(
-        t.device.type == "cpu" and t.is_contiguous() and t.untyped_storage().device.type == "cpu" and not t.is_meta
-        for t in tensors
+def _applies(*tensors: torch.Tensor) -> bool:
+    """Contiguous CPU tensors outside a compiled graph, the kernel built."""
+    return (
+        not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+        and available()
     )
+
+
+def _fake(tensor: torch.Tensor) -> bool:
+    """A fake tensor (the memory planner's estimate): no data to read or write, only allocations to count."""
+    return tensor.untyped_storage().device.type == "meta"
 
 
 class CKernel:
     """:class:`memopt.state.formats.Blockwise8bitKernel` on float32 CPU tensors through ``quant8.c``."""
 
     def load(self, codes: torch.Tensor, maxima: torch.Tensor, fmt: Blockwise8bit) -> torch.Tensor | None:
-        if not (codes.dtype == torch.uint8 and maxima.dtype == torch.float32 and _in_memory(codes, maxima)):
+        if not (codes.dtype == torch.uint8 and maxima.dtype == torch.float32 and _applies(codes, maxima)):
             return None
-        if maxima.numel() != quantization.num_blocks(codes.numel(), fmt.block_size) or not available():
+        if maxima.numel() != quantization.num_blocks(codes.numel(), fmt.block_size):
             return None
-        out = torch.empty(codes.shape, dtype=torch.float32)
+        out = torch.empty(codes.shape, dtype=torch.float32)  # the one tensor a load allocates
+        if _fake(codes):
+            return out
         _library().memopt_q8_dequantize(
             codes.data_ptr(), maxima.data_ptr(), out.data_ptr(), codes.numel(), fmt.block_size,
             _map(fmt.signed).data_ptr(), torch.get_num_threads(),
@@ -97,10 +105,11 @@ class CKernel:
             and maxima.dtype == torch.float32
             and value.numel() == codes.numel()
             and maxima.numel() == quantization.num_blocks(codes.numel(), fmt.block_size)
-            and _in_memory(value, codes, maxima)
-            and available()
+            and _applies(value, codes, maxima)
         ):
             return False
+        if _fake(codes) or _fake(value):
+            return True  # a store allocates nothing
         _library().memopt_q8_quantize(
             value.data_ptr(), codes.data_ptr(), maxima.data_ptr(), codes.numel(), fmt.block_size,
             _midpoints(fmt.signed).data_ptr(), int(fmt.signed), torch.get_num_threads(),
