@@ -155,3 +155,13 @@ def test_the_vector_and_one_element_paths_agree_on_nan_and_infinity():
     values = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), 0.5, -0.5, 0.0, -0.0] * 2)
     for signed in (True, False):
         assert torch.equal(quant8.nearest_codes(values, signed), quant8.nearest_codes(values, signed, vector=False))
+
+
+def test_a_kernel_is_rebuilt_when_the_header_it_includes_changes():
+    from pathlib import Path
+
+    from memopt.kernels import build
+
+    kernels = Path(build.__file__).parent
+    for name in ("adamw8bit.c", "quant8.c"):
+        assert build._local_includes(kernels / name) == [kernels / "quant8.h"]
