@@ -14,6 +14,7 @@ from torch import nn
 
 import memopt
 from memopt.kernels import adamw8bit
+from memopt.state import formats
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to build the kernel"
@@ -28,6 +29,8 @@ def _run(shape, *, kernel: bool, steps=12, block=256, threads=None, **hparams):
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    # the reference: the engine's torch path, with torch's load and store of the 8-bit states too
+    load_store = formats.register_8bit_kernel(formats._8BIT_KERNEL if kernel else None)
     try:
         for step in range(steps):
             param.grad = torch.randn(shape, generator=generator) * 0.01 + 0.002
@@ -35,6 +38,7 @@ def _run(shape, *, kernel: bool, steps=12, block=256, threads=None, **hparams):
             optimizer.step()
     finally:
         torch.set_num_threads(previous)
+        formats.register_8bit_kernel(load_store)
     return param.detach(), optimizer.state[param]
 
 

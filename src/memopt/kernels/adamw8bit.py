@@ -32,7 +32,7 @@ def _library() -> ctypes.CDLL | None:
         library.memopt_adamw8bit_step.restype = ctypes.c_int
         library.memopt_adamw8bit_step.argtypes = [
             _FLOAT_P, _FLOAT_P, _BYTE_P, _FLOAT_P, _BYTE_P, _FLOAT_P, ctypes.c_int64, ctypes.c_int64,
-            _FLOAT_P, _FLOAT_P, _BYTE_P, _FLOAT_P, _BYTE_P, _FLOAT_P,
+            _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P,
             *[ctypes.c_float] * 7, ctypes.c_int,
         ]  # fmt: skip
     return library
@@ -45,14 +45,10 @@ def available() -> bool:
 
 @functools.cache
 def _tables() -> tuple[torch.Tensor, ...]:
-    """The two maps, their lookup tables (as bytes) and their midpoints, as the kernel reads them."""
+    """The two maps and their midpoints, as the kernel reads them."""
     out = []
     for signed in (True, False):
-        out += [
-            quantization.dynamic_map(signed).contiguous(),
-            quantization.nearest_code_table(signed).contiguous(),
-            quantization._midpoints(signed).contiguous(),
-        ]
+        out += [quantization.dynamic_map(signed).contiguous(), quantization._midpoints(signed).contiguous()]
     return tuple(out)
 
 
@@ -98,7 +94,7 @@ def step(steps: list[ParamStep], group: dict) -> None:
     if not steps:
         return
     library = _library()
-    signed_map, signed_table, signed_mid, unsigned_map, unsigned_table, unsigned_mid = _tables()
+    signed_map, signed_mid, unsigned_map, unsigned_mid = _tables()
     beta1, beta2 = group["betas"]
     lr, wd = group["lr"], group["weight_decay"]
     decay = 1 - lr * wd if wd != 0 and group["decoupled_weight_decay"] else 1.0
@@ -114,8 +110,7 @@ def step(steps: list[ParamStep], group: dict) -> None:
             _ptr(sharding.local(v.codes), _BYTE_P), _ptr(v_format.maxima(v), _FLOAT_P),
             ps.param.numel(), m_format.block_size,
             _ptr(signed_map, _FLOAT_P), _ptr(unsigned_map, _FLOAT_P),
-            _ptr(signed_table, _BYTE_P), _ptr(signed_mid, _FLOAT_P),
-            _ptr(unsigned_table, _BYTE_P), _ptr(unsigned_mid, _FLOAT_P),
+            _ptr(signed_mid, _FLOAT_P), _ptr(unsigned_mid, _FLOAT_P),
             1 - beta1, beta2, 1 - beta2, group["eps"], decay,
             -lr / (1 - beta1**ps.step), math.sqrt(1 - beta2**ps.step), threads,
         )  # fmt: skip

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -46,8 +47,14 @@ def _compiler_version(compiler: str) -> str:
         return ""
 
 
+def _local_includes(source: Path) -> list[Path]:
+    """The headers beside ``source`` that it includes (``#include "name.h"``), so that editing one rebuilds it."""
+    names = re.findall(rb'^\s*#\s*include\s*"([^"]+)"', source.read_bytes(), flags=re.MULTILINE)
+    return [source.with_name(name.decode()) for name in names]
+
+
 def _build(source: Path, compiler: str) -> Path:
-    text = source.read_bytes()
+    text = b"\0".join([source.read_bytes(), *(header.read_bytes() for header in _local_includes(source))])
     key = hashlib.sha256(
         b"\0".join([text, " ".join(FLAGS).encode(), _compiler_version(compiler).encode(), platform.machine().encode()])
     ).hexdigest()[:16]

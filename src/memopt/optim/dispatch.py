@@ -40,9 +40,9 @@ from dataclasses import dataclass
 import torch
 
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
-from memopt.kernels import adamw8bit, subset_norm, triton_steps
+from memopt.kernels import adamw8bit, quant8, subset_norm, triton_steps
 from memopt.optim.fused import fused_adam_applies, fused_adam_step
-from memopt.state.formats import QuantizedState
+from memopt.state.formats import QuantizedState, register_8bit_kernel
 
 GroupTest = Callable[[dict, MomentumEstimator, SecondMomentEstimator], bool]
 ParamTest = Callable[[torch.Tensor, torch.Tensor, dict], bool]
@@ -132,6 +132,9 @@ def step_size(group: dict, momentum: MomentumEstimator, step: int) -> float:
     lr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
     return lr / momentum.bias_correction(group, step)
 
+
+# the load and store of every 8-bit state that the reference and foreach paths read: quant8's C kernel
+register_8bit_kernel(quant8.KERNEL)
 
 register_implementation(
     Implementation(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -179,6 +179,30 @@ class _Blockwise(StateFormat):
         return cls(kind == "signed" + cls.BITS, int(block))
 
 
+class Blockwise8bitKernel(Protocol):
+    """A faster implementation of :class:`Blockwise8bit`'s load and store of a state quantized on its own
+    (:meth:`Blockwise8bit.quantized_alone`), with the torch path's codes and maxima bit for bit. A higher
+    layer registers it (:func:`register_8bit_kernel`; memopt's C kernel: :mod:`memopt.kernels.quant8`);
+    each call returns None / False where it does not apply (device, dtype, layout), and the torch path runs."""
+
+    def load(self, codes: torch.Tensor, maxima: torch.Tensor, fmt: Blockwise8bit) -> torch.Tensor | None:
+        """The float32 values of ``codes`` (local, the state's shape) and their block ``maxima``, or None."""
+
+    def store(self, codes: torch.Tensor, maxima: torch.Tensor, fmt: Blockwise8bit, value: torch.Tensor) -> bool:
+        """Quantize ``value`` into ``codes`` and ``maxima`` in place; whether it did."""
+
+
+_8BIT_KERNEL: Blockwise8bitKernel | None = None
+
+
+def register_8bit_kernel(kernel: Blockwise8bitKernel | None) -> Blockwise8bitKernel | None:
+    """Use ``kernel`` for the load and store of 8-bit states quantized on their own (None: the torch path
+    only); returns the kernel it replaces."""
+    global _8BIT_KERNEL
+    previous, _8BIT_KERNEL = _8BIT_KERNEL, kernel
+    return previous
+
+
 @dataclass(frozen=True)
 class Blockwise8bit(_Blockwise):
     """Block-wise dynamic 8-bit quantization (:mod:`.quantization`), signed or unsigned map; its entries are
@@ -229,6 +253,10 @@ class Blockwise8bit(_Blockwise):
 
     def load(self, entry, dtype):
         codes = sharding.local(entry.codes)
+        if _8BIT_KERNEL is not None and self.quantized_alone(entry):
+            values = _8BIT_KERNEL.load(codes, self.maxima(entry), self)
+            if values is not None:
+                return values.to(dtype)
         absmax, start = self._local_maxima(entry, codes)
         values = blockwise.codec(codes).dequantize_blockwise(
             codes, absmax, signed=self.signed, block_size=self.block_size, start=start
@@ -240,6 +268,8 @@ class Blockwise8bit(_Blockwise):
         full_absmax = self.maxima(entry)
         block = self.block_size
         if self.quantized_alone(entry):
+            if _8BIT_KERNEL is not None and _8BIT_KERNEL.store(codes, full_absmax, self, value):
+                return
             codec = blockwise.codec(codes)
             _, absmax = codec.quantize_blockwise(value, signed=self.signed, block_size=block, out=codes)
             full_absmax.copy_(absmax)

@@ -150,13 +150,15 @@ def default_candidates(rank: int = 128) -> dict[str, Callable[[nn.Module], torch
 
 
 def eight_bit_candidates() -> dict[str, Callable[[nn.Module], torch.optim.Optimizer]]:
-    """memopt's 8-bit AdamW and the 8-bit peers that are installed (bitsandbytes, torchao), all with
-    block size 256 and no weight decay, as the float32 baseline."""
+    """memopt's 8-bit AdamW, AdamW-SN with 8-bit momentum (the engine's generic 8-bit load and store), and
+    the 8-bit peers that are installed (bitsandbytes, torchao), all with block size 256 and no weight decay,
+    as the float32 baseline."""
     candidates: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
         "memopt adamw8bit": lambda m: build_optimizer(m, "adamw8bit", lr=1e-3, weight_decay=0.0),
         "memopt adamw8bit torch path": lambda m: build_optimizer(
             m, "adamw8bit", lr=1e-3, weight_decay=0.0, foreach=False
         ),
+        "memopt adamw_sn 8bit": lambda m: build_optimizer(m, "adamw_sn", lr=1e-2, state_storage="8bit"),
     }
     if importlib.util.find_spec("bitsandbytes") is not None:
         import bitsandbytes

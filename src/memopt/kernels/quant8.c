@@ -1,0 +1,58 @@
+/*
+ * Block-wise 8-bit load and store of optimizer state (memopt.state.formats.Blockwise8bit) over float32
+ * CPU tensors: the same codes and maxima as the torch path (memopt.state.quantization), in one pass per
+ * block, threads splitting the blocks.
+ *
+ * Written by hand because torch has no kernel for these maps: its path runs a dozen passes over memory
+ * (padding, absolute value, maxima, division, clamp, bucket keys, two index lookups, comparison, casts).
+ *
+ *   quantize:   absmax[b] = max |x| over block b;  code[i] = nearest map value to clamp(x[i] / absmax, -1, 1)
+ *               (quant8.h: computed from the value, then one comparison with the exact midpoint)
+ *   dequantize: x[i] = map[code[i]] * absmax[b]
+ */
+#include <stdint.h>
+
+#include "quant8.h"
+
+/* the nearest codes of values already in [-1, 1]; vector = 0 forces the one-element path (for tests) */
+void memopt_q8_codes(const float *y, uint8_t *codes, int64_t n, const float *mid, int is_signed, int vector) {
+    Q8Map map;
+    q8_init(&map, mid, is_signed);
+    int64_t i = 0;
+#ifdef __AVX2__
+    Q8Vec vec = q8_vec(&map);
+    if (vector)
+        for (; i + 8 <= n; i += 8) q8_store8(codes + i, q8_code8(_mm256_loadu_ps(y + i), &vec));
+#else
+    (void)vector;
+#endif
+    for (; i < n; ++i) codes[i] = q8_code(y[i], &map);
+}
+
+void memopt_q8_quantize(const float *x, uint8_t *codes, float *absmax, int64_t n, int64_t block, const float *mid,
+                        int is_signed, int threads) {
+    Q8Map map;
+    q8_init(&map, mid, is_signed);
+    int64_t blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t start = b * block;
+        int64_t len = n - start < block ? n - start : block;
+        float top = q8_abs_max(x + start, len);
+        absmax[b] = top;
+        q8_quantize_block(x + start, codes + start, len, top, &map);
+    }
+}
+
+void memopt_q8_dequantize(const uint8_t *codes, const float *absmax, float *out, int64_t n, int64_t block,
+                          const float *values, int threads) {
+    int64_t blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < blocks; ++b) {
+        int64_t start = b * block;
+        int64_t len = n - start < block ? n - start : block;
+        float scale = absmax[b];
+        q8_lookup_block(codes + start, values, out + start, len);
+        for (int64_t i = start; i < start + len; ++i) out[i] *= scale;
+    }
+}

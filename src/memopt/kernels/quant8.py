@@ -1,0 +1,121 @@
+"""The C kernel for block-wise 8-bit load and store of optimizer state (``quant8.c``), and when it applies.
+
+:class:`memopt.state.formats.Blockwise8bit` dequantizes and requantizes its states with torch
+(:mod:`memopt.state.quantization`), a dozen passes over memory per store. This kernel does the same in one
+pass per block of ``block_size`` elements: a store computes each block's absolute maximum and the nearest
+dynamic-map code of every element (from the value, see ``quant8.h``), a load multiplies each code's map
+value by its block's maximum. Codes and maxima equal the torch path's bit for bit (tests/kernels).
+It is registered with the formats by :mod:`memopt.optim.dispatch` (:data:`KERNEL`), so every optimizer
+with ``state_storage="8bit"`` uses it for contiguous float32 CPU states quantized on their own (a whole
+tensor, or a shard that holds its own maxima); other devices, dtypes and layouts keep the torch path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import torch
+
+from memopt.kernels.build import load
+from memopt.state import quantization
+from memopt.state.formats import Blockwise8bit
+
+_PTR = ctypes.c_void_p
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    library = load("quant8")
+    if library is not None:
+        library.memopt_q8_codes.restype = None
+        library.memopt_q8_codes.argtypes = [_PTR, _PTR, ctypes.c_int64, _PTR, ctypes.c_int, ctypes.c_int]
+        library.memopt_q8_quantize.restype = None
+        library.memopt_q8_quantize.argtypes = [
+            _PTR, _PTR, _PTR, ctypes.c_int64, ctypes.c_int64, _PTR, ctypes.c_int, ctypes.c_int
+        ]  # fmt: skip
+        library.memopt_q8_dequantize.restype = None
+        library.memopt_q8_dequantize.argtypes = [_PTR, _PTR, _PTR, ctypes.c_int64, ctypes.c_int64, _PTR, ctypes.c_int]
+    return library
+
+
+def available() -> bool:
+    """Whether the kernel is built and loaded (see :mod:`memopt.kernels.build`)."""
+    return _library() is not None
+
+
+@functools.cache
+def _map(signed: bool) -> torch.Tensor:
+    return quantization.dynamic_map(signed).contiguous()
+
+
+@functools.cache
+def _midpoints(signed: bool) -> torch.Tensor:
+    return quantization._midpoints(signed).contiguous()
+
+
+def nearest_codes(normalized: torch.Tensor, signed: bool, *, vector: bool = True) -> torch.Tensor:
+    """The kernel's nearest codes (uint8, flat) of float32 values in [-1, 1], as
+    :func:`memopt.state.quantization.nearest_codes` computes them; ``vector=False`` uses its one-element
+    path instead of the 8-lane one."""
+    values = normalized.detach().reshape(-1).to(torch.float32).contiguous()
+    codes = torch.empty(values.numel(), dtype=torch.uint8)
+    _library().memopt_q8_codes(
+        values.data_ptr(), codes.data_ptr(), values.numel(), _midpoints(signed).data_ptr(), int(signed), int(vector)
+    )
+    return codes
+
+
+def _applies(*tensors: torch.Tensor) -> bool:
+    """Contiguous CPU tensors outside a compiled graph, the kernel built."""
+    return (
+        not torch.compiler.is_compiling()
+        and all(t.device.type == "cpu" and t.is_contiguous() for t in tensors)
+        and available()
+    )
+
+
+def _fake(tensor: torch.Tensor) -> bool:
+    """A fake tensor (the memory planner's estimate): no data to read or write, only allocations to count."""
+    return tensor.untyped_storage().device.type == "meta"
+
+
+class CKernel:
+    """:class:`memopt.state.formats.Blockwise8bitKernel` on float32 CPU tensors through ``quant8.c``."""
+
+    def load(self, codes: torch.Tensor, maxima: torch.Tensor, fmt: Blockwise8bit) -> torch.Tensor | None:
+        if not (codes.dtype == torch.uint8 and maxima.dtype == torch.float32 and _applies(codes, maxima)):
+            return None
+        if maxima.numel() != quantization.num_blocks(codes.numel(), fmt.block_size):
+            return None
+        out = torch.empty(codes.shape, dtype=torch.float32)  # the one tensor a load allocates
+        if _fake(codes):
+            return out
+        _library().memopt_q8_dequantize(
+            codes.data_ptr(), maxima.data_ptr(), out.data_ptr(), codes.numel(), fmt.block_size,
+            _map(fmt.signed).data_ptr(), torch.get_num_threads(),
+        )  # fmt: skip
+        return out
+
+    def store(self, codes: torch.Tensor, maxima: torch.Tensor, fmt: Blockwise8bit, value: torch.Tensor) -> bool:
+        value = value.detach()
+        if not (
+            value.dtype == torch.float32
+            and codes.dtype == torch.uint8
+            and maxima.dtype == torch.float32
+            and value.numel() == codes.numel()
+            and maxima.numel() == quantization.num_blocks(codes.numel(), fmt.block_size)
+            and _applies(value, codes, maxima)
+        ):
+            return False
+        if _fake(codes) or _fake(value):
+            return True  # a store allocates nothing
+        _library().memopt_q8_quantize(
+            value.data_ptr(), codes.data_ptr(), maxima.data_ptr(), codes.numel(), fmt.block_size,
+            _midpoints(fmt.signed).data_ptr(), int(fmt.signed), torch.get_num_threads(),
+        )  # fmt: skip
+        return True
+
+
+#: the kernel :mod:`memopt.optim.dispatch` registers with :func:`memopt.state.formats.register_8bit_kernel`
+KERNEL = CKernel()

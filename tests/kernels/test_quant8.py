@@ -1,0 +1,167 @@
+"""The C nearest-code search and 8-bit load/store kernel (memopt.kernels.quant8) equal the torch path bit for bit."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+import memopt
+from memopt.kernels import quant8
+from memopt.state import formats, quantization
+from memopt.state.formats import Blockwise8bit, QuantizedState
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to build the kernel"
+)
+
+
+def _dense_values() -> torch.Tensor:
+    """Float32 values in [-1, 1]: every exponent from 0 (subnormals) to 1.0's, each with all patterns of its 12
+    low and of its 12 high mantissa bits; every midpoint of both maps, the floats next to it on both sides,
+    every code value; both signs; -0.0, 1 and -1."""
+    exponents = torch.arange(0, 127, dtype=torch.int32).unsqueeze(1) << 23
+    patterns = torch.arange(1 << 12, dtype=torch.int32).unsqueeze(0)
+    bits = torch.cat([(exponents | patterns).reshape(-1), (exponents | (patterns << 11)).reshape(-1)])
+    edges = [torch.tensor([1.0, 0.0])]
+    for signed in (True, False):
+        midpoints = quantization._midpoints(signed)[:-1]
+        edges += [midpoints, quantization.dynamic_map(signed)]
+        edges += [torch.nextafter(midpoints, torch.tensor(2.0)), torch.nextafter(midpoints, torch.tensor(-2.0))]
+    positive = torch.cat([bits.view(torch.float32), *edges]).clamp(0.0, 1.0)
+    return torch.cat([positive, -positive])
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("vector", [True, False])
+def test_nearest_codes_equal_the_torch_search_on_a_dense_set_of_floats(signed, vector):
+    values = _dense_values()
+    assert values.numel() > 2_000_000
+    expected = quantization.nearest_codes(values, signed).to(torch.uint8)
+    got = quant8.nearest_codes(values, signed, vector=vector)
+    mismatches = (got != expected).nonzero().flatten()
+    assert mismatches.numel() == 0, [(values[i].item(), int(expected[i]), int(got[i])) for i in mismatches[:5]]
+
+
+def test_ties_go_to_the_lower_code_as_in_torch():
+    for signed in (True, False):
+        midpoints = quantization._midpoints(signed)[:-1]
+        for values in (midpoints, -midpoints):
+            expected = quantization.nearest_codes(values, signed).to(torch.uint8)
+            assert torch.equal(quant8.nearest_codes(values, signed), expected)
+        # a positive value exactly on a midpoint keeps the code below it
+        assert torch.equal(quant8.nearest_codes(midpoints[midpoints > 0], signed).int(),
+                           torch.nonzero(midpoints > 0).flatten().int())  # fmt: skip
+
+
+def _entry(shape, signed, block) -> QuantizedState:
+    fmt = Blockwise8bit(signed, block)
+    return fmt.create(torch.zeros(shape), shape, sharded=False)
+
+
+def _with_kernel(kernel, fn):
+    previous = formats.register_8bit_kernel(kernel)
+    try:
+        return fn()
+    finally:
+        formats.register_8bit_kernel(previous)
+
+
+@pytest.mark.parametrize(
+    ("shape", "block"),
+    [((1,), 256), ((7,), 256), ((255,), 256), ((256,), 256), ((257,), 256), ((300, 70), 256), ((4109,), 64),
+     ((50, 99), 2048), ((3, 5, 7), 8)],
+)  # fmt: skip
+@pytest.mark.parametrize("signed", [True, False])
+def test_store_and_load_equal_the_torch_path(shape, block, signed):
+    generator = torch.Generator().manual_seed(sum(shape) + block)
+    value = torch.randn(shape, generator=generator) * torch.logspace(-9, 1, shape[-1])
+    if not signed:
+        value = value.abs()
+    value.view(-1)[: min(block, value.numel()) // 2] = 0.0  # a block (or part of one) of zeros
+    value.view(-1)[-1] = -value.abs().max() if signed else value.max()  # a block's maximum, exactly
+    fast, slow = _entry(shape, signed, block), _entry(shape, signed, block)
+    calls = []
+
+    class Counting(quant8.CKernel):
+        def store(self, *args):
+            calls.append("store")
+            return super().store(*args)
+
+        def load(self, *args):
+            calls.append("load")
+            return super().load(*args)
+
+    _with_kernel(Counting(), lambda: fast.format.store(fast, value))
+    _with_kernel(None, lambda: slow.format.store(slow, value))
+    assert torch.equal(fast.codes, slow.codes)
+    assert torch.equal(fast.maxima, slow.maxima)
+    loaded = _with_kernel(Counting(), lambda: fast.format.load(fast, torch.float32))
+    assert torch.equal(loaded, _with_kernel(None, lambda: slow.format.load(slow, torch.float32)))
+    assert loaded.shape == shape
+    assert calls == ["store", "load"]
+
+
+def test_values_the_kernel_does_not_take_use_the_torch_path():
+    entry = _entry((64, 80), True, 256)
+    value = torch.randn(80, 64).t()  # not contiguous
+    for v in (value, value.double(), value.contiguous().bfloat16()):
+        assert not quant8.KERNEL.store(entry.codes, entry.maxima, entry.format, v)
+        _with_kernel(quant8.KERNEL, lambda: entry.format.store(entry, v))  # noqa: B023 - called at once
+        codes, maxima = quantization.quantize_blockwise(v, signed=True)
+        assert torch.equal(entry.codes, codes) and torch.equal(entry.maxima, maxima)
+    assert quant8.KERNEL.load(entry.codes.t(), entry.maxima, entry.format) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "keys", "options"), [("adamw_sn", ("exp_avg",), {}), ("adamw_snsm", ("sm_exp_avg",), {"rank": 16})]
+)
+def test_engine_optimizers_with_8_bit_state_step_as_on_the_torch_path(name, keys, options):
+    def run(kernel):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(300, 257), nn.Linear(257, 70))
+        optimizer = memopt.build_optimizer(model, name, lr=1e-2, state_storage="8bit", **options)
+        generator = torch.Generator().manual_seed(1)
+
+        def steps():
+            for _ in range(4):
+                for param in model.parameters():
+                    param.grad = torch.randn(param.shape, generator=generator)
+                optimizer.step()
+
+        _with_kernel(kernel, steps)
+        return model, optimizer
+
+    (fast_model, fast), (slow_model, slow) = run(quant8.KERNEL), run(None)
+    quantized = 0
+    for a, b in zip(fast_model.parameters(), slow_model.parameters()):
+        assert torch.equal(a, b)
+        for key in keys:
+            if isinstance(fast.state[a].get(key), QuantizedState):
+                quantized += 1
+                assert torch.equal(fast.state[a][key].codes, slow.state[b][key].codes)
+                assert torch.equal(fast.state[a][key].maxima, slow.state[b][key].maxima)
+    assert quantized == 2  # both weight matrices (the biases are too small to quantize)
+
+
+def test_the_engine_registers_the_kernel():
+    assert formats._8BIT_KERNEL is quant8.KERNEL
+    assert quant8.available()
+
+
+def test_the_vector_and_one_element_paths_agree_on_nan_and_infinity():
+    values = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), 0.5, -0.5, 0.0, -0.0] * 2)
+    for signed in (True, False):
+        assert torch.equal(quant8.nearest_codes(values, signed), quant8.nearest_codes(values, signed, vector=False))
+
+
+def test_a_kernel_is_rebuilt_when_the_header_it_includes_changes():
+    from pathlib import Path
+
+    from memopt.kernels import build
+
+    kernels = Path(build.__file__).parent
+    for name in ("adamw8bit.c", "quant8.c"):
+        assert build._local_includes(kernels / name) == [kernels / "quant8.h"]
