@@ -253,12 +253,13 @@ class Blockwise8bit(_Blockwise):
 
     def load(self, entry, dtype):
         codes = sharding.local(entry.codes)
-        if _8BIT_KERNEL is not None and self.quantized_alone(entry):
+        codec = blockwise.codec(codes)
+        if codec is quantization and _8BIT_KERNEL is not None and self.quantized_alone(entry):
             values = _8BIT_KERNEL.load(codes, self.maxima(entry), self)
             if values is not None:
                 return values.to(dtype)
         absmax, start = self._local_maxima(entry, codes)
-        values = blockwise.codec(codes).dequantize_blockwise(
+        values = codec.dequantize_blockwise(
             codes, absmax, signed=self.signed, block_size=self.block_size, start=start
         )
         return values.to(dtype)
@@ -268,9 +269,10 @@ class Blockwise8bit(_Blockwise):
         full_absmax = self.maxima(entry)
         block = self.block_size
         if self.quantized_alone(entry):
-            if _8BIT_KERNEL is not None and _8BIT_KERNEL.store(codes, full_absmax, self, value):
+            codec = blockwise.codec(codes)  # a Triton kernel where one takes the device, else the C kernel or torch
+            kernel = _8BIT_KERNEL if codec is quantization else None
+            if kernel is not None and kernel.store(codes, full_absmax, self, value):
                 return
-            codec = blockwise.codec(codes)
             _, absmax = codec.quantize_blockwise(value, signed=self.signed, block_size=block, out=codes)
             full_absmax.copy_(absmax)
             return
