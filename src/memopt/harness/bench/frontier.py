@@ -48,10 +48,11 @@ def plot_frontier(summary: dict[str, Any], path: Path) -> list[str]:
     if front:
         ax.plot([points[f][0] / MIB for f in front], [points[f][1] for f in front], color="tab:red",
                 drawstyle="steps-post", linewidth=1.2, label="Pareto front (lower state and loss)")  # fmt: skip
-        ax.legend(loc="upper right")
+        ax.legend(loc="best")
     ax.set_xlabel("optimizer state (MiB)")
     ax.set_ylabel("final validation loss")
-    ax.set_title(f"memory / quality frontier ({summary.get('preset', '')} {summary.get('command', '')})".strip())
+    model = summary.get("model") or summary.get("preset") or ""
+    ax.set_title(f"memory / quality frontier: {len(points)} optimizers, model {model}".strip())
     ax.grid(True, alpha=0.3)
     fig.savefig(path, dpi=120)
     plt.close(fig)
