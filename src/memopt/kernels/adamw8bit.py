@@ -17,7 +17,7 @@ import math
 import torch
 
 from memopt.estimators.base import ParamStep
-from memopt.kernels.build import load
+from memopt.kernels.build import bind
 from memopt.state import quantization, sharding
 from memopt.state.formats import Blockwise8bit, format_of
 
@@ -25,17 +25,12 @@ _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 _BYTE_P = ctypes.POINTER(ctypes.c_uint8)
 
 
-@functools.cache
 def _library() -> ctypes.CDLL | None:
-    library = load("adamw8bit")
-    if library is not None:
-        library.memopt_adamw8bit_step.restype = ctypes.c_int
-        library.memopt_adamw8bit_step.argtypes = [
+    return bind("adamw8bit", {"memopt_adamw8bit_step": (ctypes.c_int, [
             _FLOAT_P, _FLOAT_P, _BYTE_P, _FLOAT_P, _BYTE_P, _FLOAT_P, ctypes.c_int64, ctypes.c_int64,
             _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P,
             *[ctypes.c_float] * 7, ctypes.c_int,
-        ]  # fmt: skip
-    return library
+    ])})  # fmt: skip
 
 
 def available() -> bool:

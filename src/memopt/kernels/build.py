@@ -99,3 +99,26 @@ def load(name: str) -> ctypes.CDLL | None:
             RuntimeWarning,
         )
         return None
+
+
+#: a C function's ctypes signature: its result type (None: void) and its argument types
+Signature = tuple[object, list]
+
+
+@functools.cache
+def _bound(name: str, signatures: tuple[tuple[str, object, tuple], ...]) -> ctypes.CDLL | None:
+    library = load(name)
+    if library is not None:
+        for symbol, restype, argtypes in signatures:
+            function = getattr(library, symbol)
+            function.restype = restype
+            function.argtypes = list(argtypes)
+    return library
+
+
+def bind(name: str, signatures: dict[str, Signature]) -> ctypes.CDLL | None:
+    """:func:`load` ``name`` and declare the ctypes signatures of its functions (``symbol -> (restype,
+    argtypes)``); None if the kernel is unavailable. Cached: every call with the same arguments returns the
+    same library."""
+    frozen = tuple((symbol, restype, tuple(argtypes)) for symbol, (restype, argtypes) in signatures.items())
+    return _bound(name, frozen)

@@ -17,26 +17,20 @@ import functools
 
 import torch
 
-from memopt.kernels.build import load
+from memopt.kernels.build import bind
 from memopt.state import quantization
 from memopt.state.formats import Blockwise8bit
 
 _PTR = ctypes.c_void_p
+_INT = ctypes.c_int
 
 
-@functools.cache
 def _library() -> ctypes.CDLL | None:
-    library = load("quant8")
-    if library is not None:
-        library.memopt_q8_codes.restype = None
-        library.memopt_q8_codes.argtypes = [_PTR, _PTR, ctypes.c_int64, _PTR, ctypes.c_int, ctypes.c_int]
-        library.memopt_q8_quantize.restype = None
-        library.memopt_q8_quantize.argtypes = [
-            _PTR, _PTR, _PTR, ctypes.c_int64, ctypes.c_int64, _PTR, ctypes.c_int, ctypes.c_int
-        ]  # fmt: skip
-        library.memopt_q8_dequantize.restype = None
-        library.memopt_q8_dequantize.argtypes = [_PTR, _PTR, _PTR, ctypes.c_int64, ctypes.c_int64, _PTR, ctypes.c_int]
-    return library
+    return bind("quant8", {
+        "memopt_q8_codes": (None, [_PTR, _PTR, ctypes.c_int64, _PTR, _INT, _INT]),
+        "memopt_q8_quantize": (None, [_PTR, _PTR, _PTR, ctypes.c_int64, ctypes.c_int64, _PTR, _INT, _INT]),
+        "memopt_q8_dequantize": (None, [_PTR, _PTR, _PTR, ctypes.c_int64, ctypes.c_int64, _PTR, _INT]),
+    })  # fmt: skip
 
 
 def available() -> bool:

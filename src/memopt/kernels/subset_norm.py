@@ -16,31 +16,25 @@ when :func:`group_applies` and :func:`eligible` hold; everything else keeps its 
 from __future__ import annotations
 
 import ctypes
-import functools
 
 import torch
 
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
 from memopt.estimators.second_moment import effective_eps, root_correction
 from memopt.estimators.subset_norm import subset_partition
-from memopt.kernels.build import load
+from memopt.kernels.build import bind
 from memopt.state import sharding
 from memopt.state.formats import QuantizedState
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
 
-@functools.cache
 def _library() -> ctypes.CDLL | None:
-    library = load("subset_norm")
-    if library is not None:
-        library.memopt_subset_norm_step.restype = ctypes.c_int
-        library.memopt_subset_norm_step.argtypes = [
-            _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-            ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_float,
-            ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_int,
-        ]  # fmt: skip
-    return library
+    return bind("subset_norm", {"memopt_subset_norm_step": (ctypes.c_int, [
+        _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
+        ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_float,
+        ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_int,
+    ])})  # fmt: skip
 
 
 def available() -> bool:
