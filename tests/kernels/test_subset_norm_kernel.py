@@ -11,6 +11,7 @@ import memopt
 from memopt.kernels import subset_norm
 from memopt.optim import dispatch
 from memopt.state import sharding
+from memopt.state.formats import QuantizedState
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to build the kernel"
@@ -84,6 +85,32 @@ def test_kernel_equals_the_reference_path(preset, shape, hparams, monkeypatch):
     torch.testing.assert_close(fast, slow, rtol=4e-7, atol=2.4e-7)
 
 
+EIGHT_BIT_CASES = [
+    ("adamw_sn", (300, 70), {"state_storage": "8bit"}),  # row subsets
+    ("adamw_sn", (70, 301), {"state_storage": "8bit", "quant_block_size": 128, "weight_decay": 0.1}),  # columns
+    ("adagrad_sn", (65, 130), {"state_storage": "8bit"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("preset", "shape", "hparams"), EIGHT_BIT_CASES, ids=[c[0] + str(c[1]) for c in EIGHT_BIT_CASES]
+)
+def test_kernel_with_8bit_momentum_equals_the_reference_path(preset, shape, hparams, monkeypatch):
+    # the momentum is dequantized, updated by the kernel and requantized, as ParamStep.load/store do on the
+    # reference path: the same float32 momentum, hence the same codes and maxima
+    calls = []
+    original = subset_norm.step
+    monkeypatch.setattr(subset_norm, "step", lambda *args: (calls.append(1), original(*args)))
+    fast, fast_state = _run(preset, shape, kernel=True, **hparams)
+    slow, slow_state = _run(preset, shape, kernel=False, **hparams)
+    assert len(calls) == 6
+    assert isinstance(fast_state["exp_avg"], QuantizedState)
+    assert torch.equal(fast_state["exp_avg"].codes, slow_state["exp_avg"].codes)
+    assert torch.equal(fast_state["exp_avg"].maxima, slow_state["exp_avg"].maxima)
+    torch.testing.assert_close(fast_state["subset_sq"], slow_state["subset_sq"], rtol=1e-6, atol=0)
+    torch.testing.assert_close(fast, slow, rtol=4e-7, atol=2.4e-7)
+
+
 def test_kernel_results_do_not_depend_on_the_thread_count():
     for shape in ((257, 300), (300, 257)):  # column subsets and row subsets
         one, one_state = _run("adamw_sn", shape, kernel=True, threads=1, weight_decay=0.1)
@@ -107,7 +134,8 @@ def _chosen(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> str | None
         (torch.randn(128, 64).t(), {}, None),  # not contiguous: the reference path
         (torch.randn(64, 128, dtype=torch.bfloat16), {}, None),
         (torch.randn(64, 128, dtype=torch.float64), {}, "foreach"),
-        (torch.randn(64, 128), {"state_storage": "8bit"}, None),  # 8-bit momentum
+        (torch.randn(64, 128), {"state_storage": "8bit"}, "subset_norm_kernel"),  # 8-bit momentum, loaded around it
+        (torch.randn(64, 128), {"state_storage": "4bit"}, None),
         (torch.randn(64, 128), {"state_storage": "bfloat16"}, None),
         (torch.randn(64, 128), {"subset_size": None}, "torch_fused_adam"),  # coordinate-wise: AdamW
         (torch.randn(64, 128), {"update_momentum": 0.9}, None),

@@ -24,7 +24,7 @@ from memopt.estimators.second_moment import effective_eps, root_correction
 from memopt.estimators.subset_norm import subset_partition
 from memopt.kernels.build import bind
 from memopt.state import sharding
-from memopt.state.formats import QuantizedState
+from memopt.state.formats import Blockwise8bit, QuantizedState
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
@@ -55,7 +55,9 @@ def group_applies(group: dict, momentum: MomentumEstimator, second: SecondMoment
 
 def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
     """Whether ``param`` is a contiguous float32 CPU tensor whose every state tensor is a plain contiguous
-    float32 CPU tensor (no 8-bit or 16-bit state). The local piece of a sharded parameter (its state seen
+    float32 CPU tensor, except the momentum, which may be stored in 8 bits (:class:`Blockwise8bit`: it is
+    dequantized before the kernel and quantized after it, as on the reference path); no 4-bit or 16-bit
+    state. The local piece of a sharded parameter (its state seen
     through :class:`~memopt.state.sharding.LocalState`) is refused: its subsets may need other ranks' sums."""
     if isinstance(state, sharding.LocalState):
         return False
@@ -67,9 +69,11 @@ def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
         and "subset_sq" in state
     ):
         return False
-    for value in state.values():
+    for key, value in state.items():
         if isinstance(value, QuantizedState):
-            return False
+            if key != "exp_avg" or not isinstance(value.format, Blockwise8bit):
+                return False
+            continue  # the momentum is loaded into float32 and stored back around the kernel
         if torch.is_tensor(value) and not (
             value.dtype == torch.float32 and value.device.type == "cpu" and value.is_contiguous()
         ):
@@ -103,11 +107,17 @@ def step(steps: list[ParamStep], group: dict, momentum: MomentumEstimator, step_
                 f"internal error: the Subset-Norm kernel got {ps.name} as a {tuple(ps.work.shape)} piece with "
                 f"{acc.numel()} accumulators for a ({rows}, {cols}) partition; only whole tensors are eligible"
             )
+        quantized = uses_momentum and isinstance(ps.state["exp_avg"], QuantizedState)
+        # 8-bit momentum: dequantized into float32, updated by the kernel, quantized back, as the reference path
+        # does (ParamStep.load / store: the C load/store kernel of memopt.kernels.quant8 on CPU)
+        exp_avg = ps.load("exp_avg", torch.float32) if quantized else ps.state.get("exp_avg")
         failed = library.memopt_subset_norm_step(
-            _ptr(ps.work), _ptr(grad), _ptr(ps.state["exp_avg"] if uses_momentum else None),
+            _ptr(ps.work), _ptr(grad), _ptr(exp_avg if uses_momentum else None),
             _ptr(acc), rows, cols, int(reduce_dim == 0),
             1 - beta1, beta2, 1 - beta2, int(beta2 != 1), root_correction(group, ps.step),
             effective_eps(group, ps.step), decay, decay_after, -size, threads,
         )  # fmt: skip
         if failed:
             raise MemoryError(f"the Subset-Norm kernel could not allocate its column buffers for {ps.name}")
+        if quantized:
+            ps.store("exp_avg", exp_avg)
