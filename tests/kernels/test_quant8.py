@@ -35,12 +35,12 @@ def _dense_values() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("signed", [True, False])
-@pytest.mark.parametrize("vector", [True, False])
-def test_nearest_codes_equal_the_torch_search_on_a_dense_set_of_floats(signed, vector):
+@pytest.mark.parametrize("path", sorted(quant8.PATHS))
+def test_nearest_codes_equal_the_torch_search_on_a_dense_set_of_floats(signed, path):
     values = _dense_values()
     assert values.numel() > 2_000_000
     expected = quantization.nearest_codes(values, signed).to(torch.uint8)
-    got = quant8.nearest_codes(values, signed, vector=vector)
+    got = quant8.nearest_codes(values, signed, path=path)
     mismatches = (got != expected).nonzero().flatten()
     assert mismatches.numel() == 0, [(values[i].item(), int(expected[i]), int(got[i])) for i in mismatches[:5]]
 
@@ -104,6 +104,37 @@ def test_store_and_load_equal_the_torch_path(shape, block, signed):
     assert calls == ["store", "load"]
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.3e-3, 7.77, 1e-30, 1.5e-38, 1e-40, 3e38])
+@pytest.mark.parametrize("signed", [True, False])
+def test_stored_codes_equal_the_torch_path_where_value_over_maximum_meets_a_midpoint(scale, signed):
+    """The store multiplies by 1 / maximum and decides most codes from positions; values whose quotient lies on,
+    next to or between float neighbours of a midpoint must still get the reference's code (the division's);
+    a maximum below FLT_MIN (whose reciprocal may overflow) goes the exact way."""
+    midpoints = quantization._midpoints(signed)[:-1]
+    around = [midpoints]
+    for direction in (2.0, -2.0):
+        step = midpoints
+        for _ in range(3):
+            step = torch.nextafter(step, torch.tensor(direction))
+            around.append(step)
+    quotients = torch.cat(around).clamp(-1.0, 1.0)
+    quotients = quotients if not signed else torch.cat([quotients, -quotients])
+    maximum = torch.tensor(scale, dtype=torch.float32)
+    block = 256
+    # each block holds its maximum first, then 255 values near midpoints scaled by it
+    values = (quotients.double() * float(maximum)).float()
+    pieces = []
+    for start in range(0, values.numel(), block - 1):
+        pieces += [maximum.reshape(1), values[start : start + block - 1]]
+    value = torch.cat(pieces)
+    fast, slow = _entry(value.shape, signed, block), _entry(value.shape, signed, block)
+    _with_kernel(quant8.KERNEL, lambda: fast.format.store(fast, value))
+    _with_kernel(None, lambda: slow.format.store(slow, value))
+    assert torch.equal(fast.maxima, slow.maxima)
+    mismatches = (fast.codes != slow.codes).nonzero().flatten()
+    assert mismatches.numel() == 0, [(value[i].item(), int(slow.codes[i]), int(fast.codes[i])) for i in mismatches[:5]]
+
+
 def test_values_the_kernel_does_not_take_use_the_torch_path():
     entry = _entry((64, 80), True, 256)
     value = torch.randn(80, 64).t()  # not contiguous
@@ -154,7 +185,9 @@ def test_the_engine_registers_the_kernel():
 def test_the_vector_and_one_element_paths_agree_on_nan_and_infinity():
     values = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), 0.5, -0.5, 0.0, -0.0] * 2)
     for signed in (True, False):
-        assert torch.equal(quant8.nearest_codes(values, signed), quant8.nearest_codes(values, signed, vector=False))
+        one = quant8.nearest_codes(values, signed, path="one_element")
+        for path in ("exact_vector", "fast_vector"):
+            assert torch.equal(quant8.nearest_codes(values, signed, path=path), one), path
 
 
 def test_a_kernel_is_rebuilt_when_the_header_it_includes_changes():

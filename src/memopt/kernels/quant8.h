@@ -47,6 +47,11 @@ typedef struct {
     float shift[8];       /* 0.1 n_d / 0.9 - 1/2: the position plus one, u = t + 1 >= 0 after clamping */
     float top[8];         /* n_d: the largest position plus one */
     int32_t first[8];     /* the code index of v(d, 0), less one */
+    float low[8];         /* the position u (below) of the midpoint under v(d, 0); inside a decade the
+                             midpoint above position j (1 <= j < n_d) is at j + 1/2 */
+    float high[8];        /* the position of the midpoint above v(d, n_d - 1) (+inf where it is beyond the
+                             decade's range) */
+    int fast;             /* whether the thresholds were verified against mid (else only the gather path) */
 } Q8Map;
 
 /* the constants of the signed or unsigned map (computed here: c's exactness does not depend on them being
@@ -69,6 +74,23 @@ static void q8_init(Q8Map *map, const float *mid, int is_signed) {
         memcpy(&map->below[j], &power, sizeof power);
         map->below[j] -= 1;
     }
+    /* The fast decision compares positions u = a slope - shift (exact here, in double, from the same float
+       constants) instead of values: a > mid[c] exactly when u(a) > u(mid[c]), u being increasing. Inside a
+       decade u(mid) must be j + 1/2 up to 2^-12 (the map is linear there); the signed map's midpoints must be
+       mirror images (mid[253 - c] = -mid[c]), which the negative branch relies on. Otherwise fast = 0. */
+    map->fast = 1;
+    for (int d = 0; d < 8; ++d) {
+        int dd = d < Q8_DECADES ? d : Q8_DECADES - 1;
+        int32_t n = (int32_t)map->top[dd], base = map->first[dd];
+        double slope = map->slope[dd], shift = map->shift[dd];
+        map->low[d] = (float)((double)mid[base] * slope - shift);
+        map->high[d] = base + n < 255 ? (float)((double)mid[base + n] * slope - shift) : INFINITY;
+        for (int32_t j = 1; j < n; ++j)
+            if (fabs((double)mid[base + j] * slope - shift - (j + 0.5)) > 0x1p-12) map->fast = 0;
+    }
+    if (is_signed)
+        for (int c = 0; c <= 253; ++c)
+            if (mid[253 - c] != -mid[c]) map->fast = 0;
 }
 
 /* the nearest code of y in [-1, 1] (a NaN gets the zero code), one element at a time */
@@ -92,10 +114,10 @@ static inline uint8_t q8_code(float y, const Q8Map *map) {
    fields, so the compiler would reload them for every 8 values) */
 typedef struct {
     __m256i below[6];
-    __m256 slope, shift, top;
+    __m256 slope, shift, top, low, high;
     __m256i first;
     const float *mid;
-    int is_signed;
+    int is_signed, fast;
 } Q8Vec;
 
 static inline Q8Vec q8_vec(const Q8Map *map) {
@@ -104,10 +126,53 @@ static inline Q8Vec q8_vec(const Q8Map *map) {
     v.slope = _mm256_loadu_ps(map->slope);
     v.shift = _mm256_loadu_ps(map->shift);
     v.top = _mm256_loadu_ps(map->top);
+    v.low = _mm256_loadu_ps(map->low);
+    v.high = _mm256_loadu_ps(map->high);
     v.first = _mm256_loadu_si256((const __m256i *)map->first);
     v.mid = map->mid;
     v.is_signed = map->is_signed;
+    v.fast = map->fast;
     return v;
+}
+
+/* Q8_MARGIN: a position closer than this to its threshold is settled by the exact comparison. The position
+   computed here is within 2e-5 of the exact u of the value (one rounding of u < 256), and within 6e-5 when the
+   value itself is x * (1 / scale) instead of x / scale (1.5 ulp apart); thresholds are within 1e-5. */
+#define Q8_MARGIN 0x1p-10f
+
+/* The nearest codes of 8 values in [-1, 1] decided from their positions alone, without reading mid: the
+   lanes whose position lies within Q8_MARGIN of their threshold (and NaN lanes) are flagged in *unsure,
+   and only for those does the result need the exact comparison of q8_code8. Same c as q8_code8, then
+     y >= 0:           code = c + up,   up = u > threshold (j = 0: low; 0 < j < n: j + 1/2; j = n: high)
+     y < 0 (signed):   code = max(0, 253 - c + 1 - up)    (y > mid[253 - c] = -mid[c] exactly when not up)
+     y < 0 (unsigned): code = 0 */
+static inline __m256i q8_code8_fast(__m256 y, const Q8Vec *map, int *unsure) {
+    __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), y);
+    __m256i magnitude = _mm256_castps_si256(a), d = _mm256_setzero_si256();
+    for (int j = 0; j < 6; ++j) d = _mm256_sub_epi32(d, _mm256_cmpgt_epi32(magnitude, map->below[j]));
+    __m256 slope = _mm256_permutevar8x32_ps(map->slope, d);
+    __m256 shift = _mm256_permutevar8x32_ps(map->shift, d);
+    __m256 top = _mm256_permutevar8x32_ps(map->top, d);
+    __m256 low = _mm256_permutevar8x32_ps(map->low, d);
+    __m256 high = _mm256_permutevar8x32_ps(map->high, d);
+    __m256i first = _mm256_permutevar8x32_epi32(map->first, d);
+    __m256 u = _mm256_max_ps(_mm256_fmsub_ps(a, slope, shift), _mm256_setzero_ps()); /* NaN -> 0 */
+    __m256 j = _mm256_floor_ps(_mm256_min_ps(u, top));
+    __m256 threshold = _mm256_add_ps(j, _mm256_set1_ps(0.5f));
+    threshold = _mm256_blendv_ps(threshold, low, _mm256_cmp_ps(j, _mm256_setzero_ps(), _CMP_EQ_OQ));
+    threshold = _mm256_blendv_ps(threshold, high, _mm256_cmp_ps(j, top, _CMP_EQ_OQ));
+    __m256 distance = _mm256_sub_ps(u, threshold);
+    __m256 near = _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), distance), _mm256_set1_ps(Q8_MARGIN),
+                                _CMP_LT_OQ);
+    near = _mm256_or_ps(near, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
+    *unsure = _mm256_movemask_ps(near);
+    __m256i up = _mm256_castps_si256(_mm256_cmp_ps(distance, _mm256_setzero_ps(), _CMP_GT_OQ)); /* -1 or 0 */
+    __m256i c = _mm256_add_epi32(first, _mm256_cvttps_epi32(j));
+    __m256i positive = _mm256_sub_epi32(c, up);
+    __m256i negative = map->is_signed
+        ? _mm256_max_epi32(_mm256_add_epi32(_mm256_sub_epi32(_mm256_set1_epi32(254), c), up), _mm256_setzero_si256())
+        : _mm256_setzero_si256();
+    return _mm256_blendv_epi8(positive, negative, _mm256_srai_epi32(_mm256_castps_si256(y), 31));
 }
 
 /* the nearest codes of 8 values in [-1, 1], as int32 lanes */
@@ -140,13 +205,28 @@ static inline void q8_store8(uint8_t *out, __m256i codes) {
 #endif
 
 /* codes[i] = nearest code of clamp(x[i] / scale, -1, 1), scale = absmax (1 where absmax is 0): the
-   reference's normalization (a division, as torch divides) and its nearest code */
+   reference's normalization (a division, as torch divides) and its nearest code. The vector loop multiplies by
+   1 / scale and decides from positions (q8_code8_fast); a vector with a lane near its threshold is redone with
+   the division and the exact comparison, so the codes are the reference's. A scale below FLT_MIN (whose
+   reciprocal may overflow) takes the exact path throughout. */
 static void q8_quantize_block(const float *x, uint8_t *codes, int64_t len, float absmax, const Q8Map *map) {
     float scale = absmax > 0.0f ? absmax : 1.0f;
     int64_t i = 0;
 #ifdef __AVX2__
     __m256 s = _mm256_set1_ps(scale), lo = _mm256_set1_ps(-1.0f), hi = _mm256_set1_ps(1.0f);
     Q8Vec vec = q8_vec(map);
+    if (vec.fast && scale >= 0x1p-126f) {
+        __m256 r = _mm256_set1_ps(1.0f / scale);
+        for (; i + 8 <= len; i += 8) {
+            __m256 xi = _mm256_loadu_ps(x + i);
+            __m256 y = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(xi, r)));
+            int unsure;
+            __m256i code = q8_code8_fast(y, &vec, &unsure);
+            if (__builtin_expect(unsure != 0, 0))
+                code = q8_code8(_mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_div_ps(xi, s))), &vec);
+            q8_store8(codes + i, code);
+        }
+    }
     for (; i + 8 <= len; i += 8) {
         __m256 y = _mm256_div_ps(_mm256_loadu_ps(x + i), s);
         y = _mm256_min_ps(hi, _mm256_max_ps(lo, y)); /* the second operand when one is NaN: NaN stays NaN */

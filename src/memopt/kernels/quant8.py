@@ -48,14 +48,21 @@ def _midpoints(signed: bool) -> torch.Tensor:
     return quantization._midpoints(signed).contiguous()
 
 
-def nearest_codes(normalized: torch.Tensor, signed: bool, *, vector: bool = True) -> torch.Tensor:
+#: the search paths of :func:`nearest_codes` (``quant8.c``'s ``memopt_q8_codes``)
+PATHS = {"one_element": 0, "exact_vector": 1, "fast_vector": 2}
+
+
+def nearest_codes(normalized: torch.Tensor, signed: bool, *, path: str = "fast_vector") -> torch.Tensor:
     """The kernel's nearest codes (uint8, flat) of float32 values in [-1, 1], as
-    :func:`memopt.state.quantization.nearest_codes` computes them; ``vector=False`` uses its one-element
-    path instead of the 8-lane one."""
+    :func:`memopt.state.quantization.nearest_codes` computes them, by one of its search paths (:data:`PATHS`):
+    the one-element search, the 8-lane search that compares with the exact midpoint, or the 8-lane decision
+    from positions that the quantize kernels run (the exact comparison only where a value is near a midpoint)."""
+    if path not in PATHS:
+        raise ValueError(f"nearest_codes: path must be one of {sorted(PATHS)}, got {path!r}")
     values = normalized.detach().reshape(-1).to(torch.float32).contiguous()
-    codes = torch.empty(values.numel(), dtype=torch.uint8)
+    codes = torch.zeros(values.numel(), dtype=torch.uint8)
     _library().memopt_q8_codes(
-        values.data_ptr(), codes.data_ptr(), values.numel(), _midpoints(signed).data_ptr(), int(signed), int(vector)
+        values.data_ptr(), codes.data_ptr(), values.numel(), _midpoints(signed).data_ptr(), int(signed), PATHS[path]
     )
     return codes
 
