@@ -11,7 +11,7 @@ import memopt
 from memopt.kernels import subset_norm
 from memopt.optim import dispatch
 from memopt.state import sharding
-from memopt.state.formats import QuantizedState
+from memopt.state.formats import Blockwise8bit, QuantizedState
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler to build the kernel"
@@ -86,9 +86,14 @@ def test_kernel_equals_the_reference_path(preset, shape, hparams, monkeypatch):
 
 
 EIGHT_BIT_CASES = [
-    ("adamw_sn", (300, 70), {"state_storage": "8bit"}),  # row subsets
+    ("adamw_sn", (300, 70), {"state_storage": "8bit"}),  # row subsets; blocks span rows
     ("adamw_sn", (70, 301), {"state_storage": "8bit", "quant_block_size": 128, "weight_decay": 0.1}),  # columns
     ("adagrad_sn", (65, 130), {"state_storage": "8bit"}),
+    ("adamw_sn", (9, 3000), {"state_storage": "8bit", "betas": (0.3, 0.95), "maximize": True}),  # large-weight lerp
+    ("adamw_sn", (37, 1029), {"state_storage": "8bit", "weight_decay": 0.1, "weight_decay_placement": "after_update"}),
+    ("adamw_sn", (64, 1000), {"state_storage": "8bit", "subset_size": 96, "quant_block_size": 64}),
+    ("adamw_sn", (33, 2000), {"state_storage": "8bit", "quant_block_size": 2048}),  # a block longer than a row
+    ("adamw_sn", (5000,), {"state_storage": "8bit"}),  # a vector: one subset, a partial last block
 ]
 
 
@@ -96,14 +101,17 @@ EIGHT_BIT_CASES = [
     ("preset", "shape", "hparams"), EIGHT_BIT_CASES, ids=[c[0] + str(c[1]) for c in EIGHT_BIT_CASES]
 )
 def test_kernel_with_8bit_momentum_equals_the_reference_path(preset, shape, hparams, monkeypatch):
-    # the momentum is dequantized, updated by the kernel and requantized, as ParamStep.load/store do on the
-    # reference path: the same float32 momentum, hence the same codes and maxima
-    calls = []
-    original = subset_norm.step
+    # the kernel reads the momentum's codes, updates it and writes its codes, never a float32 copy (no load of
+    # the state); the reference path dequantizes, updates and requantizes: the same float32 momentum, hence
+    # the same codes and maxima
+    calls, loads = [], []
+    original, original_load = subset_norm.step, Blockwise8bit.load
     monkeypatch.setattr(subset_norm, "step", lambda *args: (calls.append(1), original(*args)))
+    monkeypatch.setattr(Blockwise8bit, "load", lambda *args: (loads.append(1), original_load(*args))[1])
     fast, fast_state = _run(preset, shape, kernel=True, **hparams)
+    assert loads == []
     slow, slow_state = _run(preset, shape, kernel=False, **hparams)
-    assert len(calls) == 6
+    assert len(calls) == 6 and len(loads) == 6
     assert isinstance(fast_state["exp_avg"], QuantizedState)
     assert torch.equal(fast_state["exp_avg"].codes, slow_state["exp_avg"].codes)
     assert torch.equal(fast_state["exp_avg"].maxima, slow_state["exp_avg"].maxima)

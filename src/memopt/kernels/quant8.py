@@ -39,12 +39,14 @@ def available() -> bool:
 
 
 @functools.cache
-def _map(signed: bool) -> torch.Tensor:
+def code_values(signed: bool) -> torch.Tensor:
+    """The dynamic map's 256 code values (float32, contiguous), as the C kernels read them."""
     return quantization.dynamic_map(signed).contiguous()
 
 
 @functools.cache
-def _midpoints(signed: bool) -> torch.Tensor:
+def code_midpoints(signed: bool) -> torch.Tensor:
+    """The 255 midpoints between consecutive code values, then +inf (float32, contiguous)."""
     return quantization._midpoints(signed).contiguous()
 
 
@@ -62,7 +64,7 @@ def nearest_codes(normalized: torch.Tensor, signed: bool, *, path: str = "fast_v
     values = normalized.detach().reshape(-1).to(torch.float32).contiguous()
     codes = torch.zeros(values.numel(), dtype=torch.uint8)
     _library().memopt_q8_codes(
-        values.data_ptr(), codes.data_ptr(), values.numel(), _midpoints(signed).data_ptr(), int(signed), PATHS[path]
+        values.data_ptr(), codes.data_ptr(), values.numel(), code_midpoints(signed).data_ptr(), int(signed), PATHS[path]
     )
     return codes
 
@@ -94,7 +96,7 @@ class CKernel:
             return out
         _library().memopt_q8_dequantize(
             codes.data_ptr(), maxima.data_ptr(), out.data_ptr(), codes.numel(), fmt.block_size,
-            _map(fmt.signed).data_ptr(), torch.get_num_threads(),
+            code_values(fmt.signed).data_ptr(), torch.get_num_threads(),
         )  # fmt: skip
         return out
 
@@ -113,7 +115,7 @@ class CKernel:
             return True  # a store allocates nothing
         _library().memopt_q8_quantize(
             value.data_ptr(), codes.data_ptr(), maxima.data_ptr(), codes.numel(), fmt.block_size,
-            _midpoints(fmt.signed).data_ptr(), int(fmt.signed), torch.get_num_threads(),
+            code_midpoints(fmt.signed).data_ptr(), int(fmt.signed), torch.get_num_threads(),
         )  # fmt: skip
         return True
 

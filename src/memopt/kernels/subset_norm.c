@@ -27,10 +27,14 @@
  * Columns: two passes. The first reads g only, summing squares per column in double (threads take blocks of
  * columns; each column is summed over all rows by one thread, so the result does not depend on the thread
  * count); the second updates m and p row by row (threads take chunks of rows).
+ * 8-bit momentum (memopt_subset_norm_step_8bit): the subsets' denominators first, then block by block of the
+ * codes, see there.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "quant8.h"
 
 #define LANES 8        /* independent double accumulators, so that the sum of squares vectorizes */
 #define PARALLEL_MIN 32768 /* fewer elements than this run on one thread (the fork costs more) */
@@ -124,6 +128,21 @@ static void row_subsets(float *param, const float *grad, float *m, float *acc, i
     }
 }
 
+/* The denominators of column subsets: the column sums of g^2 (in double, by blocks of columns each summed over
+   all rows by one thread, so the result does not depend on the thread count), accumulated into acc. */
+static void column_denominators(const float *grad, float *acc, float *denom, double *sums, int64_t rows,
+                                int64_t cols, const Options *o, int use) {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(use)
+    for (int64_t lo = 0; lo < cols; lo += COLUMN_BLOCK) {
+        int64_t hi = lo + COLUMN_BLOCK < cols ? lo + COLUMN_BLOCK : cols;
+        for (int64_t r = 0; r < rows; ++r) {
+            const float *g = grad + r * cols;
+            for (int64_t j = lo; j < hi; ++j) sums[j] += (double)g[j] * (double)g[j];
+        }
+    }
+    for (int64_t j = 0; j < cols; ++j) denom[j] = accumulate(acc + j, sums[j], o);
+}
+
 static int column_subsets(float *param, const float *grad, float *m, float *acc, int64_t rows, int64_t cols,
                           const Options *o, int threads) {
     double *sums = calloc((size_t)cols, sizeof(double));
@@ -135,16 +154,8 @@ static int column_subsets(float *param, const float *grad, float *m, float *acc,
     }
     int use = rows * cols >= PARALLEL_MIN ? threads : 1;
     int64_t chunk = CHUNK / cols > 1 ? CHUNK / cols : 1;
-    /* pass 1: column sums of squares, by blocks of columns each summed over all rows by one thread */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(use)
-    for (int64_t lo = 0; lo < cols; lo += COLUMN_BLOCK) {
-        int64_t hi = lo + COLUMN_BLOCK < cols ? lo + COLUMN_BLOCK : cols;
-        for (int64_t r = 0; r < rows; ++r) {
-            const float *g = grad + r * cols;
-            for (int64_t j = lo; j < hi; ++j) sums[j] += (double)g[j] * (double)g[j];
-        }
-    }
-    for (int64_t j = 0; j < cols; ++j) denom[j] = accumulate(acc + j, sums[j], o);
+    /* pass 1: column sums of squares */
+    column_denominators(grad, acc, denom, sums, rows, cols, o, use);
     /* pass 2: momentum and update, row by row */
 #pragma omp parallel for schedule(dynamic, chunk) num_threads(use)
     for (int64_t r = 0; r < rows; ++r) {
@@ -169,4 +180,76 @@ int memopt_subset_norm_step(float *param, const float *grad, float *momentum, fl
     if (per_column) return column_subsets(param, grad, momentum, acc, rows, cols, &o, threads);
     row_subsets(param, grad, momentum, acc, rows, cols, &o, threads);
     return 0;
+}
+
+/*
+ * One step with the momentum stored as 8-bit block-wise codes (memopt.state.formats.Blockwise8bit, blocks of
+ * `block` elements from the first): the same update as memopt_subset_norm_step on the dequantized momentum,
+ * followed by its requantization, without a float32 copy of the momentum in memory.
+ *   pass 1: every subset's sum of g^2 and its denominator (rows: one thread per row; columns: as above);
+ *   pass 2: block by block (threads split the blocks), m = map[code] * absmax in a block-sized buffer,
+ *           m <- lerp(m, g), p <- the update with m and its subset's denominator, absmax = max |m|, and the
+ *           nearest codes of m / absmax (quant8.h).
+ * Bytes per element: g twice, p read and written, one code read and written (18), where dequantizing into a
+ * float32 tensor, the float32 step and requantizing move 30 and touch a fresh tensor's pages.
+ * Returns nonzero if its buffers could not be allocated (nothing is modified then).
+ */
+int memopt_subset_norm_step_8bit(float *param, const float *grad, uint8_t *codes, float *absmax,
+                                 const float *map, const float *midpoints, int is_signed, int64_t block,
+                                 float *acc, int64_t rows, int64_t cols, int per_column, float beta1_weight,
+                                 float beta2, float one_minus_beta2, int ema, float root_correction, float eps,
+                                 float decay, int decay_after, float neg_step_size, int threads) {
+    Options o = {beta1_weight, beta2, one_minus_beta2, ema, root_correction, eps, decay, decay_after, neg_step_size};
+    if (rows <= 0 || cols <= 0) return 0;
+    int64_t n = rows * cols, subsets = per_column ? cols : rows, blocks = (n + block - 1) / block;
+    int use = n >= PARALLEL_MIN ? threads : 1;
+    float *denom = malloc(sizeof(float) * (size_t)subsets);
+    double *sums = per_column ? calloc((size_t)cols, sizeof(double)) : NULL;
+    if (denom == NULL || (per_column && sums == NULL)) {
+        free(denom);
+        free(sums);
+        return 1;
+    }
+    if (per_column) {
+        column_denominators(grad, acc, denom, sums, rows, cols, &o, use);
+    } else {
+        int64_t chunk = CHUNK / cols > 1 ? CHUNK / cols : 1;
+#pragma omp parallel for schedule(dynamic, chunk) num_threads(use)
+        for (int64_t r = 0; r < rows; ++r)
+            denom[r] = accumulate(acc + r, momentum_and_squares(NULL, grad + r * cols, cols, 0.0f), &o);
+    }
+    Q8Map q;
+    q8_init(&q, midpoints, is_signed);
+    int failed = 0;
+#pragma omp parallel num_threads(use)
+    {
+        float *m = malloc(sizeof(float) * (size_t)block);
+        if (m == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+#pragma omp for schedule(static)
+            for (int64_t b = 0; b < blocks; ++b) {
+                int64_t start = b * block, len = n - start < block ? n - start : block;
+                float scale = absmax[b];
+                q8_lookup_block(codes + start, map, m, len);
+                for (int64_t i = 0; i < len; ++i) m[i] *= scale;
+                momentum_only(m, grad + start, len, beta1_weight);
+                /* the update, in runs that stay within one row (one denominator, or a run of columns') */
+                for (int64_t e = start; e < start + len;) {
+                    int64_t r = e / cols, c = e % cols;
+                    int64_t run = cols - c < start + len - e ? cols - c : start + len - e;
+                    apply_row(param + e, m + (e - start), run, per_column ? denom + c : denom + r, per_column, &o);
+                    e += run;
+                }
+                float top = q8_abs_max(m, len);
+                absmax[b] = top;
+                q8_quantize_block(m, codes + start, len, top, &q);
+            }
+        }
+        free(m);
+    }
+    free(denom);
+    free(sums);
+    return failed;
 }

@@ -9,7 +9,9 @@ weight decay before or after the update.
 
 The engine's foreach path runs this in three passes (momentum, sums of squares, update); the kernel moves
 each row through memory once (rows: read ``p, g, m``, write ``p, m``), or twice for column subsets (column
-sums of ``g^2`` first). The engine's dispatch registry (:mod:`memopt.optim.dispatch`) gives it a parameter
+sums of ``g^2`` first). With the momentum stored in 8 bits it reads and writes the codes block by block
+(``g`` read twice, 18 bytes per element), the codes and maxima equal to the reference path's dequantize,
+update, requantize. The engine's dispatch registry (:mod:`memopt.optim.dispatch`) gives it a parameter
 when :func:`group_applies` and :func:`eligible` hold; everything else keeps its usual path.
 """
 
@@ -22,19 +24,37 @@ import torch
 from memopt.estimators.base import MomentumEstimator, ParamStep, SecondMomentEstimator
 from memopt.estimators.second_moment import effective_eps, root_correction
 from memopt.estimators.subset_norm import subset_partition
+from memopt.kernels import quant8
 from memopt.kernels.build import bind
-from memopt.state import sharding
+from memopt.kernels.triton import blockwise
+from memopt.state import quantization, sharding
 from memopt.state.formats import Blockwise8bit, QuantizedState
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
 
 
+_OPTIONS = [
+    ctypes.c_float,
+    ctypes.c_float,
+    ctypes.c_float,
+    ctypes.c_int,
+    ctypes.c_float,
+    ctypes.c_float,
+    ctypes.c_float,
+    ctypes.c_int,
+    ctypes.c_float,
+    ctypes.c_int,
+]
+
+
 def _library() -> ctypes.CDLL | None:
-    return bind("subset_norm", {"memopt_subset_norm_step": (ctypes.c_int, [
-        _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int,
-        ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_float,
-        ctypes.c_float, ctypes.c_int, ctypes.c_float, ctypes.c_int,
-    ])})  # fmt: skip
+    return bind("subset_norm", {
+        "memopt_subset_norm_step": (ctypes.c_int, [
+            _FLOAT_P, _FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, *_OPTIONS]),
+        "memopt_subset_norm_step_8bit": (ctypes.c_int, [
+            _FLOAT_P, _FLOAT_P, ctypes.c_void_p, _FLOAT_P, _FLOAT_P, _FLOAT_P, ctypes.c_int, ctypes.c_int64,
+            _FLOAT_P, ctypes.c_int64, ctypes.c_int64, ctypes.c_int, *_OPTIONS]),
+    })  # fmt: skip
 
 
 def available() -> bool:
@@ -55,10 +75,11 @@ def group_applies(group: dict, momentum: MomentumEstimator, second: SecondMoment
 
 def eligible(param: torch.Tensor, grad: torch.Tensor, state: dict) -> bool:
     """Whether ``param`` is a contiguous float32 CPU tensor whose every state tensor is a plain contiguous
-    float32 CPU tensor, except the momentum, which may be stored in 8 bits (:class:`Blockwise8bit`: it is
-    dequantized before the kernel and quantized after it, as on the reference path); no 4-bit or 16-bit
-    state. The local piece of a sharded parameter (its state seen
-    through :class:`~memopt.state.sharding.LocalState`) is refused: its subsets may need other ranks' sums."""
+    float32 CPU tensor, except the momentum, which may be stored in 8 bits (:class:`Blockwise8bit`: the kernel
+    reads and writes its codes, or where it cannot (:func:`_codes_in_place`) it is dequantized before the
+    kernel and quantized after it, as on the reference path); no 4-bit or 16-bit state. The local piece of a
+    sharded parameter (its state seen through :class:`~memopt.state.sharding.LocalState`) is refused: its
+    subsets may need other ranks' sums."""
     if isinstance(state, sharding.LocalState):
         return False
     if not (
@@ -107,17 +128,49 @@ def step(steps: list[ParamStep], group: dict, momentum: MomentumEstimator, step_
                 f"internal error: the Subset-Norm kernel got {ps.name} as a {tuple(ps.work.shape)} piece with "
                 f"{acc.numel()} accumulators for a ({rows}, {cols}) partition; only whole tensors are eligible"
             )
+        options = (
+            1 - beta1, beta2, 1 - beta2, int(beta2 != 1), root_correction(group, ps.step),
+            effective_eps(group, ps.step), decay, decay_after, -size, threads,
+        )  # fmt: skip
         quantized = uses_momentum and isinstance(ps.state["exp_avg"], QuantizedState)
-        # 8-bit momentum: dequantized into float32, updated by the kernel, quantized back, as the reference path
-        # does (ParamStep.load / store: the C load/store kernel of memopt.kernels.quant8 on CPU)
+        if quantized and _codes_in_place(ps.state["exp_avg"]):
+            # 8-bit momentum read and written as codes by the kernel (no float32 copy)
+            entry = ps.state["exp_avg"]
+            failed = library.memopt_subset_norm_step_8bit(
+                _ptr(ps.work), _ptr(grad), sharding.local(entry.codes).data_ptr(), _ptr(entry.format.maxima(entry)),
+                _ptr(quant8.code_values(entry.format.signed)), _ptr(quant8.code_midpoints(entry.format.signed)),
+                int(entry.format.signed), entry.format.block_size, _ptr(acc), rows, cols, int(reduce_dim == 0),
+                *options,
+            )  # fmt: skip
+            if failed:
+                raise MemoryError(f"the Subset-Norm kernel could not allocate its buffers for {ps.name}")
+            continue
+        # other 8-bit momentum: dequantized into float32, updated by the kernel, quantized back, as the
+        # reference path does (ParamStep.load / store)
         exp_avg = ps.load("exp_avg", torch.float32) if quantized else ps.state.get("exp_avg")
         failed = library.memopt_subset_norm_step(
             _ptr(ps.work), _ptr(grad), _ptr(exp_avg if uses_momentum else None),
-            _ptr(acc), rows, cols, int(reduce_dim == 0),
-            1 - beta1, beta2, 1 - beta2, int(beta2 != 1), root_correction(group, ps.step),
-            effective_eps(group, ps.step), decay, decay_after, -size, threads,
+            _ptr(acc), rows, cols, int(reduce_dim == 0), *options,
         )  # fmt: skip
         if failed:
             raise MemoryError(f"the Subset-Norm kernel could not allocate its column buffers for {ps.name}")
         if quantized:
             ps.store("exp_avg", exp_avg)
+
+
+def _codes_in_place(entry: QuantizedState) -> bool:
+    """Whether the kernel can update the 8-bit momentum's codes directly: codes a contiguous uint8 CPU tensor
+    quantized on their own (blocks from the first element), float32 maxima, and no Triton codec for them (as
+    :meth:`Blockwise8bit.store` chooses, the Triton codec first, then the C kernels)."""
+    fmt = entry.format
+    return (
+        isinstance(fmt, Blockwise8bit)
+        and not torch.compiler.is_compiling()
+        and entry.codes.dtype == torch.uint8
+        and entry.codes.device.type == "cpu"
+        and entry.codes.is_contiguous()
+        and fmt.quantized_alone(entry)
+        and fmt.maxima(entry).dtype == torch.float32
+        and fmt.maxima(entry).is_contiguous()
+        and blockwise.codec(entry.codes) is quantization  # a Triton codec where one takes the tensor comes first
+    )
