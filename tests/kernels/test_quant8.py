@@ -45,6 +45,18 @@ def test_nearest_codes_equal_the_torch_search_on_a_dense_set_of_floats(signed, p
     assert mismatches.numel() == 0, [(values[i].item(), int(expected[i]), int(got[i])) for i in mismatches[:5]]
 
 
+def test_nearest_codes_write_into_a_given_tensor_and_refuse_a_wrong_one():
+    values = torch.linspace(-1, 1, 1001)
+    out = torch.full((1001,), 7, dtype=torch.uint8)
+    assert quant8.nearest_codes(values, True, out=out) is out
+    assert torch.equal(out, quantization.nearest_codes(values, True).to(torch.uint8))
+    for wrong in (torch.empty(1000, dtype=torch.uint8), torch.empty(1001, dtype=torch.int32)):
+        with pytest.raises(ValueError, match="out must be a contiguous uint8 CPU tensor of 1001 elements"):
+            quant8.nearest_codes(values, True, out=wrong)
+    with pytest.raises(ValueError, match="path must be one of"):
+        quant8.nearest_codes(values, True, path="table")
+
+
 def test_ties_go_to_the_lower_code_as_in_torch():
     for signed in (True, False):
         midpoints = quantization._midpoints(signed)[:-1]

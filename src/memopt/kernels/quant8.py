@@ -54,15 +54,26 @@ def code_midpoints(signed: bool) -> torch.Tensor:
 PATHS = {"one_element": 0, "exact_vector": 1, "fast_vector": 2}
 
 
-def nearest_codes(normalized: torch.Tensor, signed: bool, *, path: str = "fast_vector") -> torch.Tensor:
+def nearest_codes(
+    normalized: torch.Tensor, signed: bool, *, path: str = "fast_vector", out: torch.Tensor | None = None
+) -> torch.Tensor:
     """The kernel's nearest codes (uint8, flat) of float32 values in [-1, 1], as
     :func:`memopt.state.quantization.nearest_codes` computes them, by one of its search paths (:data:`PATHS`):
     the one-element search, the 8-lane search that compares with the exact midpoint, or the 8-lane decision
-    from positions that the quantize kernels run (the exact comparison only where a value is near a midpoint)."""
+    from positions that the quantize kernels run (the exact comparison only where a value is near a midpoint).
+    ``out``: a contiguous uint8 CPU tensor of as many elements to write the codes into."""
     if path not in PATHS:
         raise ValueError(f"nearest_codes: path must be one of {sorted(PATHS)}, got {path!r}")
     values = normalized.detach().reshape(-1).to(torch.float32).contiguous()
-    codes = torch.zeros(values.numel(), dtype=torch.uint8)
+    if out is None:
+        out = torch.zeros(values.numel(), dtype=torch.uint8)
+    elif not (out.dtype == torch.uint8 and out.device.type == "cpu" and out.is_contiguous()
+              and out.numel() == values.numel()):  # fmt: skip
+        raise ValueError(
+            f"nearest_codes: out must be a contiguous uint8 CPU tensor of {values.numel()} elements, got "
+            f"{out.dtype} {tuple(out.shape)} on {out.device}"
+        )
+    codes = out
     _library().memopt_q8_codes(
         values.data_ptr(), codes.data_ptr(), values.numel(), code_midpoints(signed).data_ptr(), int(signed), PATHS[path]
     )
