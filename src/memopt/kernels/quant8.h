@@ -91,6 +91,9 @@ static void q8_init(Q8Map *map, const float *mid, int is_signed) {
     if (is_signed)
         for (int c = 0; c <= 253; ++c)
             if (mid[253 - c] != -mid[c]) map->fast = 0;
+    for (int d = 0; d < Q8_DECADES; ++d) /* the closed forms q8_code8_fast uses for top and first */
+        if (map->top[d] != (float)((is_signed ? 1 : 2) << d) || map->first[d] != (is_signed ? 126 : -2) + ((is_signed ? 1 : 2) << d))
+            map->fast = 0;
 }
 
 /* the nearest code of y in [-1, 1] (a NaN gets the zero code), one element at a time */
@@ -152,10 +155,13 @@ static inline __m256i q8_code8_fast(__m256 y, const Q8Vec *map, int *unsure) {
     for (int j = 0; j < 6; ++j) d = _mm256_sub_epi32(d, _mm256_cmpgt_epi32(magnitude, map->below[j]));
     __m256 slope = _mm256_permutevar8x32_ps(map->slope, d);
     __m256 shift = _mm256_permutevar8x32_ps(map->shift, d);
-    __m256 top = _mm256_permutevar8x32_ps(map->top, d);
     __m256 low = _mm256_permutevar8x32_ps(map->low, d);
     __m256 high = _mm256_permutevar8x32_ps(map->high, d);
-    __m256i first = _mm256_permutevar8x32_epi32(map->first, d);
+    /* n_d = 2^d (signed) or 2^(d+1) (unsigned), and the decade's first code less one, n_d + 126 or n_d - 2
+       (q8_init checks both against its tables), by shifts and adds rather than two more permutes */
+    __m256i count = _mm256_sllv_epi32(_mm256_set1_epi32(map->is_signed ? 1 : 2), d);
+    __m256 top = _mm256_cvtepi32_ps(count);
+    __m256i first = _mm256_add_epi32(count, _mm256_set1_epi32(map->is_signed ? 126 : -2));
     __m256 u = _mm256_max_ps(_mm256_fmsub_ps(a, slope, shift), _mm256_setzero_ps()); /* NaN -> 0 */
     __m256 j = _mm256_floor_ps(_mm256_min_ps(u, top));
     __m256 threshold = _mm256_add_ps(j, _mm256_set1_ps(0.5f));
@@ -219,7 +225,9 @@ static void q8_quantize_block(const float *x, uint8_t *codes, int64_t len, float
         __m256 r = _mm256_set1_ps(1.0f / scale);
         for (; i + 8 <= len; i += 8) {
             __m256 xi = _mm256_loadu_ps(x + i);
-            __m256 y = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(xi, r)));
+            /* no clamp: a value beyond +-1 (here at most 2 ulp beyond, |x| <= scale) lies in the top decade at a
+               position past its last midpoint, so it decides as +-1 does */
+            __m256 y = _mm256_mul_ps(xi, r);
             int unsure;
             __m256i code = q8_code8_fast(y, &vec, &unsure);
             if (__builtin_expect(unsure != 0, 0))
