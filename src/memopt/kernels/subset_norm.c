@@ -33,6 +33,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "quant8.h"
 
@@ -182,6 +183,51 @@ int memopt_subset_norm_step(float *param, const float *grad, float *momentum, fl
     return 0;
 }
 
+/* One block of the 8-bit step: m = map[code] * scale, m <- lerp(m, g), p <- the update with m and the
+   elements' denominators d; the new m is left in m. Returns max |m|. The same float32 operations as
+   momentum_only and apply_row on the dequantized momentum (multiplying by a decay of 1 is exact). */
+static float block_update(float *p, const float *g, const uint8_t *codes, float scale, const float *map,
+                          const float *d, float *m, int64_t len, const Options *o) {
+    float w = o->beta1_weight, coeff = w < 0.5f ? w : w - 1.0f;
+    int small = w < 0.5f;
+    float before = o->decay_after ? 1.0f : o->decay, after = o->decay_after ? o->decay : 1.0f;
+    uint32_t best = 0;
+    int64_t i = 0;
+#ifdef __AVX2__
+    __m256 vscale = _mm256_set1_ps(scale), vcoeff = _mm256_set1_ps(coeff), step = _mm256_set1_ps(o->neg_step_size);
+    __m256 vbefore = _mm256_set1_ps(before), vafter = _mm256_set1_ps(after);
+    __m256i magnitude = _mm256_set1_epi32(0x7fffffff), top = _mm256_setzero_si256();
+    for (; i + 8 <= len; i += 8) {
+        const uint8_t *k = codes + i; /* eight scalar loads: see adamw8bit.c */
+        __m256 mo = _mm256_mul_ps(_mm256_setr_ps(map[k[0]], map[k[1]], map[k[2]], map[k[3]], map[k[4]], map[k[5]],
+                                                 map[k[6]], map[k[7]]), vscale);
+        __m256 gi = _mm256_loadu_ps(g + i);
+        __m256 mi = _mm256_fmadd_ps(vcoeff, _mm256_sub_ps(gi, mo), small ? mo : gi);
+        __m256 pi = _mm256_mul_ps(_mm256_loadu_ps(p + i), vbefore);
+        pi = _mm256_fmadd_ps(_mm256_div_ps(mi, _mm256_loadu_ps(d + i)), step, pi);
+        _mm256_storeu_ps(p + i, _mm256_mul_ps(pi, vafter));
+        _mm256_storeu_ps(m + i, mi);
+        top = _mm256_max_epu32(top, _mm256_and_si256(_mm256_castps_si256(mi), magnitude));
+    }
+    uint32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, top);
+    for (int k = 0; k < 8; ++k) best = lanes[k] > best ? lanes[k] : best;
+#endif
+    for (; i < len; ++i) {
+        float mo = map[codes[i]] * scale, gi = g[i];
+        float mi = small ? LERP_SMALL(mo, gi) : LERP_LARGE(mo, gi);
+        p[i] = fmaf(mi / d[i], o->neg_step_size, p[i] * before) * after;
+        m[i] = mi;
+        uint32_t bits;
+        memcpy(&bits, &mi, sizeof bits);
+        bits &= 0x7fffffffu;
+        best = bits > best ? bits : best;
+    }
+    float result;
+    memcpy(&result, &best, sizeof result);
+    return result;
+}
+
 /*
  * One step with the momentum stored as 8-bit block-wise codes (memopt.state.formats.Blockwise8bit, blocks of
  * `block` elements from the first): the same update as memopt_subset_norm_step on the dequantized momentum,
@@ -223,7 +269,7 @@ int memopt_subset_norm_step_8bit(float *param, const float *grad, uint8_t *codes
     int failed = 0;
 #pragma omp parallel num_threads(use)
     {
-        float *m = malloc(sizeof(float) * (size_t)block);
+        float *m = malloc(sizeof(float) * 2 * (size_t)block), *d = m + block; /* the new momentum, denominators */
         if (m == NULL) {
 #pragma omp atomic write
             failed = 1;
@@ -231,18 +277,19 @@ int memopt_subset_norm_step_8bit(float *param, const float *grad, uint8_t *codes
 #pragma omp for schedule(static)
             for (int64_t b = 0; b < blocks; ++b) {
                 int64_t start = b * block, len = n - start < block ? n - start : block;
-                float scale = absmax[b];
-                q8_lookup_block(codes + start, map, m, len);
-                for (int64_t i = 0; i < len; ++i) m[i] *= scale;
-                momentum_only(m, grad + start, len, beta1_weight);
-                /* the update, in runs that stay within one row (one denominator, or a run of columns') */
+                /* each element's denominator, in runs that stay within one row (one value, or a run of
+                   the columns') */
                 for (int64_t e = start; e < start + len;) {
                     int64_t r = e / cols, c = e % cols;
                     int64_t run = cols - c < start + len - e ? cols - c : start + len - e;
-                    apply_row(param + e, m + (e - start), run, per_column ? denom + c : denom + r, per_column, &o);
+                    float *out = d + (e - start);
+                    if (per_column)
+                        memcpy(out, denom + c, sizeof(float) * (size_t)run);
+                    else
+                        for (int64_t i = 0; i < run; ++i) out[i] = denom[r];
                     e += run;
                 }
-                float top = q8_abs_max(m, len);
+                float top = block_update(param + start, grad + start, codes + start, absmax[b], map, d, m, len, &o);
                 absmax[b] = top;
                 q8_quantize_block(m, codes + start, len, top, &q);
             }
