@@ -26,6 +26,13 @@
 
 #include "quant8.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#define thread_index() omp_get_thread_num()
+#else
+#define thread_index() 0
+#endif
+
 #ifdef __AVX2__
 /* One block with AVX2: both moments dequantized, updated, their new maxima tracked in the same loop (as
    integers: non-negative floats order like their bits), and requantized. The same floating-point operations
@@ -116,37 +123,30 @@ int memopt_adamw8bit_step(float *param, const float *grad, uint8_t *m_code, floa
                           float beta2, float one_minus_beta2, float eps, float decay, float neg_step_size,
                           float root_correction, int threads) {
     int64_t blocks = (n + block - 1) / block;
-    int failed = 0;
+    /* each thread's scratch: the new m and v of one block (allocated before anything is modified) */
+    float *scratch = malloc(sizeof(float) * 2 * (size_t)block * (size_t)(threads > 0 ? threads : 1));
+    if (scratch == NULL) return 1;
     Q8Map signed_q, unsigned_q;
     q8_init(&signed_q, signed_midpoints, 1);
     q8_init(&unsigned_q, unsigned_midpoints, 0);
 #pragma omp parallel num_threads(threads)
     {
-        /* per-thread scratch: the new m and v of one block */
-        float *scratch = malloc(sizeof(float) * 2 * (size_t)block);
-        if (scratch == NULL) {
-#pragma omp atomic write
-            failed = 1;
-        } else {
-            float *m = scratch, *v = scratch + block;
+        float *m = scratch + 2 * (size_t)block * (size_t)thread_index(), *v = m + block;
 #pragma omp for schedule(static)
-            for (int64_t b = 0; b < blocks; ++b) {
-                int64_t start = b * block;
-                int64_t len = n - start < block ? n - start : block;
-                float *p = param + start;
-                const float *g = grad + start;
+        for (int64_t b = 0; b < blocks; ++b) {
+            int64_t start = b * block;
+            int64_t len = n - start < block ? n - start : block;
 #ifdef __AVX2__
-                block_avx2(p, g, m_code + start, m_absmax + b, v_code + start, v_absmax + b, len, m, v, signed_map,
-                           unsigned_map, &signed_q, &unsigned_q, beta1_weight, beta2, one_minus_beta2, eps, decay,
-                           neg_step_size, root_correction);
+            block_avx2(param + start, grad + start, m_code + start, m_absmax + b, v_code + start, v_absmax + b, len, m,
+                       v, signed_map, unsigned_map, &signed_q, &unsigned_q, beta1_weight, beta2, one_minus_beta2, eps,
+                       decay, neg_step_size, root_correction);
 #else
-                block_scalar(p, g, m_code + start, m_absmax + b, v_code + start, v_absmax + b, len, m, v,
-                             signed_map, unsigned_map, &signed_q, &unsigned_q, beta1_weight, beta2, one_minus_beta2,
-                             eps, decay, neg_step_size, root_correction);
+            block_scalar(param + start, grad + start, m_code + start, m_absmax + b, v_code + start, v_absmax + b, len,
+                         m, v, signed_map, unsigned_map, &signed_q, &unsigned_q, beta1_weight, beta2, one_minus_beta2,
+                         eps, decay, neg_step_size, root_correction);
 #endif
-            }
         }
-        free(scratch);
     }
-    return failed;
+    free(scratch);
+    return 0;
 }

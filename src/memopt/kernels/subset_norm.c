@@ -37,6 +37,13 @@
 
 #include "quant8.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#define thread_index() omp_get_thread_num()
+#else
+#define thread_index() 0
+#endif
+
 #define LANES 8        /* independent double accumulators, so that the sum of squares vectorizes */
 #define PARALLEL_MIN 32768 /* fewer elements than this run on one thread (the fork costs more) */
 #define CHUNK 16384        /* about this many elements per piece of work handed to a thread */
@@ -251,9 +258,12 @@ int memopt_subset_norm_step_8bit(float *param, const float *grad, uint8_t *codes
     int use = n >= PARALLEL_MIN ? threads : 1;
     float *denom = malloc(sizeof(float) * (size_t)subsets);
     double *sums = per_column ? calloc((size_t)cols, sizeof(double)) : NULL;
-    if (denom == NULL || (per_column && sums == NULL)) {
+    /* each thread's block buffers: the new momentum and the elements' denominators */
+    float *buffers = malloc(sizeof(float) * 2 * (size_t)block * (size_t)use);
+    if (denom == NULL || (per_column && sums == NULL) || buffers == NULL) {
         free(denom);
         free(sums);
+        free(buffers);
         return 1;
     }
     if (per_column) {
@@ -266,37 +276,31 @@ int memopt_subset_norm_step_8bit(float *param, const float *grad, uint8_t *codes
     }
     Q8Map q;
     q8_init(&q, midpoints, is_signed);
-    int failed = 0;
 #pragma omp parallel num_threads(use)
     {
-        float *m = malloc(sizeof(float) * 2 * (size_t)block), *d = m + block; /* the new momentum, denominators */
-        if (m == NULL) {
-#pragma omp atomic write
-            failed = 1;
-        } else {
+        float *m = buffers + 2 * (size_t)block * (size_t)thread_index(), *d = m + block;
 #pragma omp for schedule(static)
-            for (int64_t b = 0; b < blocks; ++b) {
-                int64_t start = b * block, len = n - start < block ? n - start : block;
-                /* each element's denominator, in runs that stay within one row (one value, or a run of
-                   the columns') */
-                for (int64_t e = start; e < start + len;) {
-                    int64_t r = e / cols, c = e % cols;
-                    int64_t run = cols - c < start + len - e ? cols - c : start + len - e;
-                    float *out = d + (e - start);
-                    if (per_column)
-                        memcpy(out, denom + c, sizeof(float) * (size_t)run);
-                    else
-                        for (int64_t i = 0; i < run; ++i) out[i] = denom[r];
-                    e += run;
-                }
-                float top = block_update(param + start, grad + start, codes + start, absmax[b], map, d, m, len, &o);
-                absmax[b] = top;
-                q8_quantize_block(m, codes + start, len, top, &q);
+        for (int64_t b = 0; b < blocks; ++b) {
+            int64_t start = b * block, len = n - start < block ? n - start : block;
+            /* each element's denominator, in runs that stay within one row (one value, or a run of the
+               columns') */
+            for (int64_t e = start; e < start + len;) {
+                int64_t r = e / cols, c = e % cols;
+                int64_t run = cols - c < start + len - e ? cols - c : start + len - e;
+                float *out = d + (e - start);
+                if (per_column)
+                    memcpy(out, denom + c, sizeof(float) * (size_t)run);
+                else
+                    for (int64_t i = 0; i < run; ++i) out[i] = denom[r];
+                e += run;
             }
+            float top = block_update(param + start, grad + start, codes + start, absmax[b], map, d, m, len, &o);
+            absmax[b] = top;
+            q8_quantize_block(m, codes + start, len, top, &q);
         }
-        free(m);
     }
+    free(buffers);
     free(denom);
     free(sums);
-    return failed;
+    return 0;
 }
