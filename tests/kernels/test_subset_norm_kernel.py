@@ -119,13 +119,19 @@ def test_kernel_with_8bit_momentum_equals_the_reference_path(preset, shape, hpar
     torch.testing.assert_close(fast, slow, rtol=4e-7, atol=2.4e-7)
 
 
-def test_kernel_results_do_not_depend_on_the_thread_count():
+@pytest.mark.parametrize("storage", ["float32", "8bit"])
+def test_kernel_results_do_not_depend_on_the_thread_count(storage):
+    options = {"weight_decay": 0.1} | ({"state_storage": "8bit"} if storage == "8bit" else {})
     for shape in ((257, 300), (300, 257)):  # column subsets and row subsets
-        one, one_state = _run("adamw_sn", shape, kernel=True, threads=1, weight_decay=0.1)
-        two, two_state = _run("adamw_sn", shape, kernel=True, threads=2, weight_decay=0.1)
+        one, one_state = _run("adamw_sn", shape, kernel=True, threads=1, **options)
+        two, two_state = _run("adamw_sn", shape, kernel=True, threads=2, **options)
         assert torch.equal(one, two)
         assert torch.equal(one_state["subset_sq"], two_state["subset_sq"])
-        assert torch.equal(one_state["exp_avg"], two_state["exp_avg"])
+        if storage == "8bit":
+            assert torch.equal(one_state["exp_avg"].codes, two_state["exp_avg"].codes)
+            assert torch.equal(one_state["exp_avg"].maxima, two_state["exp_avg"].maxima)
+        else:
+            assert torch.equal(one_state["exp_avg"], two_state["exp_avg"])
 
 
 def _chosen(optimizer: torch.optim.Optimizer, param: torch.Tensor) -> str | None:
