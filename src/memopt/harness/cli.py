@@ -120,6 +120,7 @@ def _run_train(args: argparse.Namespace) -> int:
     result = trainer.run()
     if trainer.processes.is_main:
         print(_train_report(result))
+    trainer.processes.finish()
     return 0
 
 

@@ -136,6 +136,9 @@ class SingleProcess:
         """What a run's files record about its processes: nothing for one."""
         return {}
 
+    def finish(self) -> None:
+        """Nothing to close."""
+
 
 @dataclass
 class Distributed:
@@ -211,6 +214,13 @@ class Distributed:
 
     def barrier(self) -> None:
         dist.barrier()
+
+    def finish(self) -> None:
+        """The end of a run that went well: every rank waits for the others, then the process group that
+        :func:`launch` created is destroyed while the interpreter is fully alive (PyTorch asks for it before
+        exit; left to interpreter shutdown, gloo's threads may outlive the objects they use)."""
+        dist.barrier()
+        _destroy()
 
     def from_main(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (a decision only rank 0 can take, e.g. from its files)."""
@@ -292,13 +302,19 @@ def launch(device_flag: str, parallel: str) -> Processes:
         raise ConfigError(f"--device {device_flag!r}: use auto, cpu or cuda.")
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+        _CREATED.append(dist.group.WORLD)
         atexit.register(_destroy)
     return Distributed(dist.get_rank(), dist.get_world_size(), device, parallel)
 
 
+#: the process group :func:`launch` created (destroyed by :func:`_destroy`; a caller's own group is left alone)
+_CREATED: list = []
+
+
 def _destroy() -> None:
-    if dist.is_initialized():
+    if _CREATED and dist.is_initialized():
         dist.destroy_process_group()
+    _CREATED.clear()
 
 
 def clip_grad_norm(parameters: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
