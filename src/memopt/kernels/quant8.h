@@ -91,9 +91,10 @@ static void q8_init(Q8Map *map, const float *mid, int is_signed) {
     if (is_signed)
         for (int c = 0; c <= 253; ++c)
             if (mid[253 - c] != -mid[c]) map->fast = 0;
-    for (int d = 0; d < Q8_DECADES; ++d) /* the closed forms q8_code8_fast uses for top and first */
-        if (map->top[d] != (float)((is_signed ? 1 : 2) << d) || map->first[d] != (is_signed ? 126 : -2) + ((is_signed ? 1 : 2) << d))
-            map->fast = 0;
+    for (int d = 0; d < Q8_DECADES; ++d) { /* the closed forms q8_code8_fast uses for top and first */
+        int32_t count = (is_signed ? 1 : 2) << d;
+        if (map->top[d] != (float)count || map->first[d] != count + (is_signed ? 126 : -2)) map->fast = 0;
+    }
 }
 
 /* the nearest code of y in [-1, 1] (a NaN gets the zero code), one element at a time */
@@ -145,7 +146,9 @@ static inline Q8Vec q8_vec(const Q8Map *map) {
 
 /* The nearest codes of 8 values in [-1, 1] decided from their positions alone, without reading mid: the
    lanes whose position lies within Q8_MARGIN of their threshold (and NaN lanes) are flagged in *unsure,
-   and only for those does the result need the exact comparison of q8_code8. Same c as q8_code8, then
+   and only for those does the result need the exact comparison of q8_code8. c is q8_code8's (or one away from
+   it where the position is within rounding of an integer, which gives the same code, the threshold then being
+   half a position away), then
      y >= 0:           code = c + up,   up = u > threshold (j = 0: low; 0 < j < n: j + 1/2; j = n: high)
      y < 0 (signed):   code = max(0, 253 - c + 1 - up)    (y > mid[253 - c] = -mid[c] exactly when not up)
      y < 0 (unsigned): code = 0 */
