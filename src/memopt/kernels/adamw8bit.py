@@ -11,14 +11,14 @@ everything else keeps its usual path.
 from __future__ import annotations
 
 import ctypes
-import functools
 import math
 
 import torch
 
 from memopt.estimators.base import ParamStep
+from memopt.kernels import quant8
 from memopt.kernels.build import bind
-from memopt.state import quantization, sharding
+from memopt.state import sharding
 from memopt.state.formats import Blockwise8bit, format_of
 
 _FLOAT_P = ctypes.POINTER(ctypes.c_float)
@@ -36,15 +36,6 @@ def _library() -> ctypes.CDLL | None:
 def available() -> bool:
     """Whether the kernel is built and loaded (see :mod:`memopt.kernels.build`)."""
     return _library() is not None
-
-
-@functools.cache
-def _tables() -> tuple[torch.Tensor, ...]:
-    """The two maps and their midpoints, as the kernel reads them."""
-    out = []
-    for signed in (True, False):
-        out += [quantization.dynamic_map(signed).contiguous(), quantization._midpoints(signed).contiguous()]
-    return tuple(out)
 
 
 def _moment_formats(state) -> tuple[Blockwise8bit, Blockwise8bit] | None:
@@ -89,7 +80,8 @@ def step(steps: list[ParamStep], group: dict) -> None:
     if not steps:
         return
     library = _library()
-    signed_map, signed_mid, unsigned_map, unsigned_mid = _tables()
+    signed_map, signed_mid = quant8.code_values(True), quant8.code_midpoints(True)
+    unsigned_map, unsigned_mid = quant8.code_values(False), quant8.code_midpoints(False)
     beta1, beta2 = group["betas"]
     lr, wd = group["lr"], group["weight_decay"]
     decay = 1 - lr * wd if wd != 0 and group["decoupled_weight_decay"] else 1.0

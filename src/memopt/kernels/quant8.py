@@ -73,11 +73,10 @@ def nearest_codes(
             f"nearest_codes: out must be a contiguous uint8 CPU tensor of {values.numel()} elements, got "
             f"{out.dtype} {tuple(out.shape)} on {out.device}"
         )
-    codes = out
     _library().memopt_q8_codes(
-        values.data_ptr(), codes.data_ptr(), values.numel(), code_midpoints(signed).data_ptr(), int(signed), PATHS[path]
+        values.data_ptr(), out.data_ptr(), values.numel(), code_midpoints(signed).data_ptr(), int(signed), PATHS[path]
     )
-    return codes
+    return out
 
 
 def _applies(*tensors: torch.Tensor) -> bool:
